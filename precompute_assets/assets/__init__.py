@@ -1,0 +1,12 @@
+"""The asset graph: input source -> calendar -> bars -> four families -> store -> manifest."""
+
+from precompute_assets.assets.bars import stock_bars
+from precompute_assets.assets.calendar import trading_calendar
+from precompute_assets.assets.families import family_assets
+from precompute_assets.assets.input_source import stock_parquet_files
+from precompute_assets.assets.manifest import store_manifest
+from precompute_assets.assets.store import qlib_store
+
+PRECOMPUTE_ASSETS = [stock_parquet_files, trading_calendar, stock_bars, *family_assets, qlib_store, store_manifest]
+
+__all__ = ["PRECOMPUTE_ASSETS"]

@@ -1,0 +1,20 @@
+"""Each bucket's input, read by the input contract and placed on the calendar."""
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from precompute_assets.assets.calendar import trading_calendar
+from precompute_assets.assets.input_source import stock_parquet_files
+from precompute_assets.assets.reporting import materialize_buckets
+from precompute_assets.partitions import stock_buckets
+from precompute_assets.pipeline import build_bars
+from precompute_assets.resources import PrecomputeSettings
+
+
+@asset(
+    deps=[stock_parquet_files, trading_calendar],
+    partitions_def=stock_buckets,
+    group_name="precompute",
+    description="Cleaned daily bars of the bucket's stocks, aligned to the calendar (an intermediate).",
+)
+def stock_bars(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
+    return materialize_buckets(context, lambda bucket: build_bars(precompute.settings, bucket))

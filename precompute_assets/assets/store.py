@@ -1,0 +1,20 @@
+"""The store per bucket: base fields and every family's columns, committed atomically per stock."""
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from precompute_assets.assets.families import family_assets
+from precompute_assets.assets.reporting import materialize_buckets
+from precompute_assets.partitions import stock_buckets
+from precompute_assets.pipeline import write_bucket
+from precompute_assets.registry import FAMILIES
+from precompute_assets.resources import PrecomputeSettings
+
+
+@asset(
+    deps=family_assets,
+    partitions_def=stock_buckets,
+    group_name="store",
+    description="The bucket's stocks in the Qlib store (QLIB_DATA_PATH/features), one atomic commit per stock.",
+)
+def qlib_store(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
+    return materialize_buckets(context, lambda bucket: write_bucket(precompute.settings, bucket, FAMILIES))

@@ -1,0 +1,15 @@
+"""The one `Definitions` object: assets, jobs and resources of the precompute platform."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from precompute_assets.assets import PRECOMPUTE_ASSETS
+from precompute_assets.jobs import JOBS
+from precompute_assets.resources import PrecomputeSettings
+
+defs = Definitions(
+    assets=PRECOMPUTE_ASSETS,
+    jobs=JOBS,
+    resources={"precompute": PrecomputeSettings.from_env()},
+)

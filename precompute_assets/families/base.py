@@ -1,0 +1,60 @@
+"""What every family returns, and the per-stock runner shared by the pandas families."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.registry import Indicator
+
+REQUIRED = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class ComputeError:
+    """One stock (and, when it is one column, one indicator) a family could not compute."""
+
+    code: str
+    family: str
+    indicator: str | None
+    message: str
+
+    def __str__(self) -> str:
+        what = f"{self.family}.{self.indicator}" if self.indicator else self.family
+        return f"{self.code} {what}: {self.message}"
+
+
+@dataclass
+class FamilyResult:
+    """A family's columns per stock (float32, date index as the input bars) and what failed."""
+
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    errors: list[ComputeError] = field(default_factory=list)
+
+
+def compute_per_stock(
+    family: str, bars_by_code: Mapping[str, pd.DataFrame], indicators: Iterable[Indicator]
+) -> FamilyResult:
+    """Run each indicator's `compute` on each stock's valid rows; failures stay local to a column.
+
+    Rows with a NaN in a required field are missing days: they are left out of the computation (so
+    recursive indicators carry on across them) and come back as NaN rows in the output.
+    """
+    indicators = list(indicators)
+    result = FamilyResult()
+    for code, bars in bars_by_code.items():
+        valid = bars.dropna(subset=list(REQUIRED))
+        columns: dict[str, np.ndarray] = {}
+        for indicator in indicators:
+            try:
+                series = indicator.compute(valid)  # type: ignore[misc]
+                columns[indicator.name] = pd.Series(series, index=valid.index).to_numpy(dtype=np.float64)
+            except Exception as exc:  # noqa: BLE001 - one bad column must not cost the others
+                result.errors.append(ComputeError(code, family, indicator.name, f"{type(exc).__name__}: {exc}"))
+        frame = pd.DataFrame(columns, index=valid.index).reindex(bars.index)
+        frame = frame.replace([np.inf, -np.inf], np.nan).astype(np.float32)
+        result.frames[code] = frame
+    return result

@@ -1,0 +1,23 @@
+"""Jobs: the per-bucket precompute, and the unpartitioned calendar and manifest steps around it."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, define_asset_job
+
+from precompute_assets.assets.bars import stock_bars
+from precompute_assets.assets.calendar import trading_calendar
+from precompute_assets.assets.families import family_assets
+from precompute_assets.assets.manifest import store_manifest
+from precompute_assets.assets.store import qlib_store
+from precompute_assets.partitions import stock_buckets
+
+calendar_job = define_asset_job("calendar_job", selection=AssetSelection.assets(trading_calendar))
+bucket_job = define_asset_job(
+    "precompute_bucket_job",
+    selection=AssetSelection.assets(stock_bars, *family_assets, qlib_store),
+    partitions_def=stock_buckets,
+    description="Bars, the four families and the store for the chosen buckets.",
+)
+manifest_job = define_asset_job("manifest_job", selection=AssetSelection.assets(store_manifest))
+
+JOBS = [calendar_job, bucket_job, manifest_job]

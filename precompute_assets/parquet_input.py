@@ -1,0 +1,160 @@
+"""The input contract: one parquet file per stock, read and cleaned by documented rules.
+
+Rules (each counted in `StockInput.quality`, none of them stops a run):
+- file name not a stock code, two files for one code, unreadable file, no `date`, a missing required
+  column, or no rows: the stock is skipped with an `InputError` naming the file, stock and rule;
+- unparseable dates: the row is dropped (`bad_dates`);
+- duplicate dates: the last row for a date wins (`duplicate_dates`);
+- unsorted dates: rows are sorted (`unsorted`);
+- NaN (or a non-number) in a required column: the day is missing, all fields NaN (`nan_rows`);
+- impossible values (a price <= 0, negative volume, high < low): the day is missing (`impossible_rows`);
+- `factor` absent: 1.0; NaN or non-positive factor: carried from the nearest valid day (`factor_filled`);
+- a negative `amount` is NaN; other columns are ignored and listed (`ignored_columns`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from precompute_assets.codes import canonical_code
+
+REQUIRED = ("open", "high", "low", "close", "volume")
+OPTIONAL = ("amount", "factor")
+PRICES = ("open", "high", "low", "close")
+
+
+class InputError(Exception):
+    """A file the reader cannot use; the message names the file, the stock and the rule."""
+
+    def __init__(self, path: Path, code: str | None, rule: str, detail: str) -> None:
+        self.path, self.code, self.rule, self.detail = Path(path), code, rule, detail
+        super().__init__(f"{Path(path).name} ({code or 'no stock code'}): [{rule}] {detail}")
+
+
+@dataclass
+class StockInput:
+    """One stock's cleaned daily bars (date index, float64) and what cleaning had to do."""
+
+    code: str
+    path: Path
+    bars: pd.DataFrame
+    quality: Counter = field(default_factory=Counter)
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InputFolder:
+    """The stocks found in the input folder and the files that could not be mapped to one."""
+
+    files: dict[str, Path]
+    errors: list[InputError]
+
+
+def scan_folder(folder: Path) -> InputFolder:
+    """Map every `*.parquet` file to its canonical code; bad names and ambiguous codes are errors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"input folder {folder} does not exist (set PARQUET_DATA_PATH)")
+    by_code: dict[str, list[Path]] = {}
+    errors: list[InputError] = []
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            by_code.setdefault(canonical_code(path.stem), []).append(path)
+        except ValueError as exc:
+            errors.append(InputError(path, None, "file_name", str(exc)))
+    files: dict[str, Path] = {}
+    for code, paths in by_code.items():
+        if len(paths) == 1:
+            files[code] = paths[0]
+        else:
+            names = ", ".join(p.name for p in paths)
+            errors.extend(InputError(p, code, "duplicate_code", f"files {names} all map to {code}") for p in paths)
+    return InputFolder(files=files, errors=errors)
+
+
+def file_fingerprint(path: Path) -> str:
+    """Content hash of one input file: a touched but unchanged file keeps its fingerprint."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
+    """The trading dates one file contributes to the calendar (only the date column is read)."""
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception as exc:  # noqa: BLE001 - any parser failure means the file is unreadable
+        raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
+    if "date" in names:
+        dates = pd.read_parquet(path, columns=["date"])["date"]
+    else:
+        dates = _load(path, code).index.to_series()
+    parsed = pd.to_datetime(dates, errors="coerce").dropna()
+    return pd.DatetimeIndex(parsed.dt.normalize().unique()).sort_values()
+
+
+def read_stock(path: Path, code: str) -> StockInput:
+    """Read and clean one stock file by the rules in this module's docstring."""
+    raw = _load(path, code)
+    quality: Counter = Counter()
+    missing = [c for c in REQUIRED if c not in raw.columns]
+    if missing:
+        raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
+    ignored = sorted(str(c) for c in raw.columns if c not in REQUIRED + OPTIONAL)
+
+    dates = pd.to_datetime(pd.Series(raw.index), errors="coerce")
+    quality["bad_dates"] = int(dates.isna().sum())
+    frame = raw.loc[dates.notna().to_numpy(), [c for c in REQUIRED + OPTIONAL if c in raw.columns]].copy()
+    frame.index = pd.DatetimeIndex(dates.dropna()).normalize()
+    frame.index.name = "date"
+    if frame.empty:
+        raise InputError(path, code, "empty", "the file has no rows with a valid date")
+    frame = frame.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+
+    quality["unsorted"] = int(not frame.index.is_monotonic_increasing)
+    frame = frame.sort_index(kind="stable")
+    duplicated = frame.index.duplicated(keep="last")
+    quality["duplicate_dates"] = int(duplicated.sum())
+    frame = frame[~duplicated]
+
+    nan_rows = frame[list(REQUIRED)].isna().any(axis=1)
+    impossible = ~nan_rows & (
+        (frame[list(PRICES)] <= 0).any(axis=1) | (frame["volume"] < 0) | (frame["high"] < frame["low"])
+    )
+    quality["nan_rows"] = int(nan_rows.sum())
+    quality["impossible_rows"] = int(impossible.sum())
+    frame.loc[nan_rows | impossible, :] = np.nan
+
+    factor = frame["factor"] if "factor" in frame else pd.Series(1.0, index=frame.index)
+    bad_factor = ~(factor > 0) & ~(nan_rows | impossible)
+    quality["factor_filled"] = int(bad_factor.sum()) if "factor" in frame else 0
+    factor = factor.where(factor > 0).ffill().bfill().fillna(1.0)
+    frame["factor"] = factor.where(~(nan_rows | impossible))
+    if "amount" in frame:
+        frame["amount"] = frame["amount"].where(frame["amount"] >= 0)
+    return StockInput(code=code, path=Path(path), bars=frame, quality=quality, ignored_columns=ignored)
+
+
+def _load(path: Path, code: str) -> pd.DataFrame:
+    """The raw frame indexed by its `date` (a column or the index)."""
+    try:
+        raw = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any parser failure means the file is unreadable
+        raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
+    if "date" in raw.columns:
+        return raw.set_index("date")
+    if raw.index.name == "date" or isinstance(raw.index, pd.DatetimeIndex):
+        return raw
+    raise InputError(path, code, "missing_column", "no `date` column or date index")

@@ -1,0 +1,160 @@
+"""The indicator registry: one entry per stored column, whatever family computes it.
+
+Families register their columns on import; users add their own with `register_indicator` (from a
+notebook, or from a module named in `PRECOMPUTE_PLUGINS`) without touching core code. The registry is
+the single source for column names, formulas, versions and history needs: the store, the manifest,
+the Dagster code versions and the consumers all read it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandas as pd
+
+FAMILIES = ("qlib_stats", "alpha158", "technical", "fundamental")
+BASE_FIELDS = ("open", "high", "low", "close", "volume", "factor", "vwap", "amount")
+
+History = Literal["point", "windowed", "recursive", "cumulative"]
+"""How much past a value needs: none, a fixed window, a decaying recursion (EMA), or all of it (OBV)."""
+
+Compute = Callable[[pd.DataFrame], pd.Series]
+"""Takes one stock's bars (float64, valid rows only, date index) and returns one column."""
+
+
+class RegistryError(ValueError):
+    """A registration that would make the registry ambiguous or unusable."""
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One stored column: what computes it, what it means, and how much history it needs."""
+
+    name: str
+    family: str
+    formula: str
+    version: str = "1"
+    warmup: int = 0
+    history: History = "windowed"
+    params: Mapping[str, object] = field(default_factory=dict)
+    compute: Compute | None = None
+    expression: str | None = None
+    qlib_name: str | None = None
+    added: str = ""
+
+    @property
+    def field(self) -> str:
+        """The store's file stem: Qlib field names are lower case."""
+        return self.name.lower()
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of what this column holds; changes when its definition or version changes."""
+        text = f"{self.name}|{self.family}|{self.version}|{self.expression}|{sorted(self.params.items())}"
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+class Registry:
+    """Ordered, name-unique collection of indicators (names are unique case-insensitively)."""
+
+    def __init__(self) -> None:
+        self._by_field: dict[str, Indicator] = {}
+
+    def add(self, indicator: Indicator, *, replace: bool = False) -> Indicator:
+        if indicator.family not in FAMILIES:
+            raise RegistryError(f"indicator {indicator.name!r}: unknown family {indicator.family!r}; one of {FAMILIES}")
+        if (indicator.compute is None) == (indicator.expression is None):
+            raise RegistryError(f"indicator {indicator.name!r}: give exactly one of compute= or expression=")
+        if indicator.field in BASE_FIELDS:
+            raise RegistryError(f"indicator {indicator.name!r}: {indicator.field!r} is a base field of the store")
+        existing = self._by_field.get(indicator.field)
+        if existing is not None and not replace:
+            raise RegistryError(
+                f"indicator {indicator.name!r} is already registered by family {existing.family!r} "
+                f"as {existing.name!r}; names are unique across families (case-insensitive)"
+            )
+        self._by_field[indicator.field] = indicator
+        return indicator
+
+    def remove(self, name: str) -> None:
+        self._by_field.pop(name.lower(), None)
+
+    def get(self, name: str) -> Indicator:
+        try:
+            return self._by_field[name.lower()]
+        except KeyError:
+            raise KeyError(f"no registered indicator {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._by_field
+
+    def all(self, family: str | None = None) -> list[Indicator]:
+        return [i for i in self._by_field.values() if family is None or i.family == family]
+
+    def names(self, family: str | None = None) -> list[str]:
+        return [i.name for i in self.all(family)]
+
+
+REGISTRY = Registry()
+_loaded = False
+
+
+def load_registry() -> Registry:
+    """The registry with the built-in families and any `PRECOMPUTE_PLUGINS` modules registered."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        importlib.import_module("precompute_assets.families")
+        for module in filter(None, os.environ.get("PRECOMPUTE_PLUGINS", "").split(",")):
+            importlib.import_module(module.strip())
+    return REGISTRY
+
+
+def register_indicator(
+    name: str,
+    family: str,
+    *,
+    formula: str,
+    compute: Compute | None = None,
+    expression: str | None = None,
+    version: str = "1",
+    warmup: int = 0,
+    history: History = "windowed",
+    params: Mapping[str, object] | None = None,
+    qlib_name: str | None = None,
+    added: str | None = None,
+    replace: bool = False,
+) -> Indicator:
+    """Add one column to the store's definition; re-materializing its family then writes it.
+
+    `compute` serves the pandas families (technical, fundamental); `expression` is a Qlib expression
+    for the Qlib families (qlib_stats, alpha158). `replace=True` swaps in a new definition of an
+    existing name (bump `version` so the store recomputes it).
+    """
+    load_registry()
+    indicator = Indicator(
+        name=name,
+        family=family,
+        formula=formula,
+        version=str(version),
+        warmup=int(warmup),
+        history=history,
+        params=dict(params or {}),
+        compute=compute,
+        expression=expression,
+        qlib_name=qlib_name,
+        added=added or dt.date.today().isoformat(),
+    )
+    return REGISTRY.add(indicator, replace=replace)
+
+
+def family_code_version(family: str) -> str:
+    """Dagster code version of a family asset: changes when any of its registry entries changes."""
+    prints = ",".join(i.fingerprint for i in load_registry().all(family))
+    return hashlib.sha1(prints.encode()).hexdigest()[:12]

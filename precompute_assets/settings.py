@@ -1,0 +1,29 @@
+"""Paths and knobs from the environment, read in one place (DESIGN.md "Settings")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the input is, where the store goes, and how the market is cut into buckets."""
+
+    parquet_data_path: Path
+    qlib_data_path: Path
+    batches: int = 64
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            parquet_data_path=Path(os.environ.get("PARQUET_DATA_PATH", "data/parquet/stock_data")),
+            qlib_data_path=Path(os.environ.get("QLIB_DATA_PATH", "data/qlib_data")),
+            batches=int(os.environ.get("PRECOMPUTE_BATCHES", "64")),
+        )
+
+    @property
+    def work_path(self) -> Path:
+        """Intermediates (family outputs per bucket), next to the store and never inside it."""
+        return self.qlib_data_path.parent / f".{self.qlib_data_path.name}_work"

@@ -1,0 +1,27 @@
+"""Qlib's bin format: little-endian float32, the first value being the calendar index of row 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DTYPE = np.dtype("<f4")
+
+
+def encode(start_index: int, values: np.ndarray) -> bytes:
+    body = np.asarray(values, dtype=DTYPE)
+    return np.concatenate([np.array([start_index], dtype=DTYPE), body]).tobytes()
+
+
+def write_bin(path: Path, start_index: int, values: np.ndarray) -> None:
+    """Write one field of one stock (callers make it atomic by writing into a fresh folder)."""
+    Path(path).write_bytes(encode(start_index, values))
+
+
+def read_bin(path: Path) -> tuple[int, np.ndarray]:
+    """(calendar index of the first row, float32 values)."""
+    data = np.fromfile(path, dtype=DTYPE)
+    if data.size == 0:
+        raise ValueError(f"{path} is empty, not a Qlib bin file")
+    return int(data[0]), data[1:]

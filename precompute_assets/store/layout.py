@@ -1,0 +1,49 @@
+"""Where everything lives inside a Qlib data directory written by this project."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FREQ = "day"
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Paths of Qlib's own layout plus the project's version folders and manifest files."""
+
+    root: Path
+
+    @property
+    def calendar_path(self) -> Path:
+        return self.root / "calendars" / f"{FREQ}.txt"
+
+    @property
+    def instruments_path(self) -> Path:
+        return self.root / "instruments" / "all.txt"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def versions_dir(self) -> Path:
+        """Immutable per-stock versions; `features/<code>` is a symlink to the current one."""
+        return self.root / ".stock_versions"
+
+    @property
+    def data_version_path(self) -> Path:
+        return self.root / "data_version.json"
+
+    @property
+    def indicator_versions_path(self) -> Path:
+        return self.root / "indicator_versions.json"
+
+    def stock_dir(self, code: str) -> Path:
+        return self.features_dir / code.lower()
+
+    def bin_path(self, code: str, field: str) -> Path:
+        return self.stock_dir(code) / f"{field.lower()}.{FREQ}.bin"
+
+    def stock_meta_path(self, code: str) -> Path:
+        return self.stock_dir(code) / "_stock.json"

@@ -1,0 +1,107 @@
+"""Atomic per-stock writes: all of a stock's files change together or not at all.
+
+Each write builds a complete new folder under `.stock_versions/<code>/` and then swaps the
+`features/<code>` symlink to it with one `rename`, which POSIX makes atomic; the previous version is
+kept one generation so readers that opened it keep a whole stock. A crash at any point leaves either
+the old link (old version, whole) or the new one (new version, whole), plus a stray temporary folder
+that the next commit or the cleanup removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.store.bin_file import encode
+from precompute_assets.store.layout import FREQ, StoreLayout
+
+META_FILE = "_stock.json"
+
+
+def align_to_calendar(frame: pd.DataFrame, calendar: pd.DatetimeIndex) -> tuple[int, pd.DataFrame]:
+    """Place a stock's rows on the global calendar from its first to its last date.
+
+    A calendar day inside that span with no row becomes a NaN row (never a shifted neighbour).
+    """
+    if frame.empty:
+        raise ValueError("cannot align an empty frame")
+    start = calendar.get_loc(frame.index[0])
+    end = calendar.get_loc(frame.index[-1])
+    span = calendar[start : end + 1]
+    unknown = frame.index.difference(span)
+    if len(unknown):
+        raise ValueError(f"dates {list(unknown[:3])} are not in the store calendar; materialize the calendar first")
+    return int(start), frame.reindex(span)
+
+
+def commit_stock(
+    layout: StoreLayout,
+    code: str,
+    start_index: int,
+    columns: Mapping[str, np.ndarray],
+    meta: Mapping[str, object],
+) -> Path:
+    """Write every field of one stock as a new version and make it current atomically."""
+    code_dir = layout.versions_dir / code.lower()
+    code_dir.mkdir(parents=True, exist_ok=True)
+    token = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    staging = code_dir / f"{token}.tmp"
+    staging.mkdir()
+    checksums: dict[str, list[int]] = {}
+    for field, values in columns.items():
+        payload = encode(start_index, values)
+        (staging / f"{field.lower()}.{FREQ}.bin").write_bytes(payload)
+        checksums[field.lower()] = [len(payload), zlib.crc32(payload)]
+    full_meta = {**meta, "code": code, "start_index": start_index, "files": checksums}
+    (staging / META_FILE).write_text(json.dumps(full_meta, indent=1, default=str))
+    version = code_dir / token
+    os.rename(staging, version)
+    _point_link(layout, code, version)
+    _drop_old_versions(code_dir, keep={version.name})
+    return version
+
+
+def read_stock_meta(layout: StoreLayout, code: str) -> dict | None:
+    path = layout.stock_meta_path(code)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def stored_codes(layout: StoreLayout) -> list[str]:
+    """Codes with a current version in the store (upper case)."""
+    if not layout.features_dir.is_dir():
+        return []
+    return sorted(p.name.upper() for p in layout.features_dir.iterdir() if not p.name.startswith("."))
+
+
+def _point_link(layout: StoreLayout, code: str, version: Path) -> None:
+    layout.features_dir.mkdir(parents=True, exist_ok=True)
+    link = layout.stock_dir(code)
+    if link.is_dir() and not link.is_symlink():
+        # A plain folder (written by another tool): keep it as a version so the swap stays atomic.
+        legacy = version.parent / f"legacy-{uuid.uuid4().hex[:6]}"
+        os.rename(link, legacy)
+    tmp_link = layout.features_dir / f".{code.lower()}.{uuid.uuid4().hex}.lnk"
+    os.symlink(os.path.relpath(version, layout.features_dir), tmp_link)
+    os.replace(tmp_link, link)
+
+
+def _drop_old_versions(code_dir: Path, keep: set[str]) -> None:
+    """Keep the current version and the one before it; remove older ones and stray temporaries."""
+    finished = sorted((p for p in code_dir.iterdir() if not p.name.endswith(".tmp")), key=lambda p: p.stat().st_mtime)
+    previous = [p for p in finished if p.name not in keep][-1:]
+    for path in code_dir.iterdir():
+        if path.name in keep or path in previous:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
