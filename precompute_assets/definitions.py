@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from precompute_assets.assets import PRECOMPUTE_ASSETS
 from precompute_assets.jobs import JOBS
@@ -12,4 +12,7 @@ defs = Definitions(
     assets=PRECOMPUTE_ASSETS,
     jobs=JOBS,
     resources={"precompute": PrecomputeSettings.from_env()},
+    # Parallelism is across bucket runs (two at a time, see deploy/dagster.yaml); a step subprocess per
+    # asset would cost more in Python start-up than most bucket steps take.
+    executor=in_process_executor,
 )

@@ -92,15 +92,12 @@ def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
     """The trading dates one file contributes to the calendar (only the date column is read)."""
     try:
         names = set(pq.read_schema(path).names)
-    except Exception as exc:  # noqa: BLE001 - any parser failure means the file is unreadable
+    except Exception as exc:
         raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
-    if "date" in names:
-        dates = pd.read_parquet(path, columns=["date"])["date"]
-    else:
-        dates = _load(path, code).index.to_series()
+    dates = pd.read_parquet(path, columns=["date"])["date"] if "date" in names else _load(path, code).index.to_series()
     parsed = pd.to_datetime(dates, errors="coerce").dropna()
     return pd.DatetimeIndex(parsed.dt.normalize().unique()).sort_values()
 
@@ -151,7 +148,7 @@ def _load(path: Path, code: str) -> pd.DataFrame:
     """The raw frame indexed by its `date` (a column or the index)."""
     try:
         raw = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any parser failure means the file is unreadable
+    except Exception as exc:
         raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
     if "date" in raw.columns:
         return raw.set_index("date")

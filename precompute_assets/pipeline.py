@@ -23,6 +23,7 @@ from precompute_assets.families import compute_family
 from precompute_assets.parquet_input import file_fingerprint, scan_folder
 from precompute_assets.registry import load_registry
 from precompute_assets.settings import Settings
+from precompute_assets.store.bucket_state import record_bucket
 from precompute_assets.store.bucket_writer import write_stock
 from precompute_assets.store.calendar import read_calendar, write_calendar
 from precompute_assets.store.layout import StoreLayout
@@ -151,11 +152,16 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...]) -> 
     for code, stock_bars in bars.items():
         frames = {f: frames_of[code] for f, frames_of in family_frames.items() if code in frames_of}
         try:
-            written.append(write_stock(layout, registry, code, calendar, stock_bars, frames, notes["fingerprints"][code]))
+            written.append(
+                write_stock(layout, registry, code, calendar, stock_bars, frames, notes["fingerprints"][code])
+            )
         except (ValueError, OSError) as exc:
             errors.append(f"{code} store: {exc}")
     rows = sum(w.rows for w in written)
-    report = StepReport(errors=errors, data_version=input_version(notes.get("fingerprints", {})))
+    version = input_version(notes.get("fingerprints", {}))
+    if len(written) == len(bars):  # a failed commit (disk, I/O) must be retried by the next run
+        record_bucket(layout, bucket, version, calendar)
+    report = StepReport(errors=errors, data_version=version)
     report.metadata = {
         "stocks_written": len(written),
         "stocks_skipped": len(bars) - len(written) + len(notes.get("errors", [])),

@@ -42,5 +42,7 @@ def compute_family(
             existing = result.frames.get(code)
             result.frames[code] = frame if existing is None else existing.join(frame)
     order = [i.name for i in chosen]
-    result.frames = {code: frame.reindex(columns=[c for c in order if c in frame]) for code, frame in result.frames.items()}
+    result.frames = {
+        code: frame.reindex(columns=[c for c in order if c in frame]) for code, frame in result.frames.items()
+    }
     return result

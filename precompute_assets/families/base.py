@@ -52,7 +52,7 @@ def compute_per_stock(
             try:
                 series = indicator.compute(valid)  # type: ignore[misc]
                 columns[indicator.name] = pd.Series(series, index=valid.index).to_numpy(dtype=np.float64)
-            except Exception as exc:  # noqa: BLE001 - one bad column must not cost the others
+            except Exception as exc:
                 result.errors.append(ComputeError(code, family, indicator.name, f"{type(exc).__name__}: {exc}"))
         frame = pd.DataFrame(columns, index=valid.index).reindex(bars.index)
         frame = frame.replace([np.inf, -np.inf], np.nan).astype(np.float32)

@@ -63,12 +63,12 @@ def evaluate_expressions(
         try:
             joined = _features(codes, fields, calendar)
             frames = {code: joined.xs(code, level="instrument") for code in joined.index.unique("instrument")}
-        except Exception:  # noqa: BLE001 - isolate the failing stock(s) below
+        except Exception:
             frames = {}
             for code in codes:
                 try:
                     frames[code] = _features([code], fields, calendar).xs(code, level="instrument")
-                except Exception as exc:  # noqa: BLE001 - one stock's failure stays its own
+                except Exception as exc:
                     result.errors.append(ComputeError(code, family, None, f"{type(exc).__name__}: {exc}"))
         for code, frame in frames.items():
             frame.columns = names

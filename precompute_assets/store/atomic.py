@@ -9,7 +9,10 @@ from pathlib import Path
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename; an identical file is left untouched."""
     path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "w") as handle:

@@ -39,6 +39,9 @@ class StoreLayout:
     def indicator_versions_path(self) -> Path:
         return self.root / "indicator_versions.json"
 
+    def bucket_state_path(self, bucket: str) -> Path:
+        return self.root / ".buckets" / f"{bucket}.json"
+
     def stock_dir(self, code: str) -> Path:
         return self.features_dir / code.lower()
 

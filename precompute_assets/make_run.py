@@ -1,0 +1,128 @@
+"""`make run`: build or update the store through Dagster runs, with progress and a one-screen summary.
+
+The runs go to the Dagster instance in `DAGSTER_HOME`, so they show in the UI afterwards. The
+calendar runs first, then one run per stale bucket (two at a time, one per core), then the manifest.
+A bucket whose input, indicator definitions and calendar history are unchanged is not run at all, so
+a second `make run` on the same input finishes quickly and changes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+
+from dagster import DagsterInstance, JobDefinition, execute_job, reconstructable
+
+from precompute_assets import intermediates
+from precompute_assets.partitions import stock_buckets
+from precompute_assets.pipeline import bucket_input_versions
+from precompute_assets.registry import FAMILIES, load_registry
+from precompute_assets.settings import Settings
+from precompute_assets.store.bucket_state import stale_reason
+from precompute_assets.store.calendar import read_calendar
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.manifest import read_json
+
+BUCKET_JOB, CALENDAR_JOB, MANIFEST_JOB = "precompute_bucket_job", "calendar_job", "manifest_job"
+
+
+def job_def(name: str) -> JobDefinition:
+    from precompute_assets.definitions import defs
+
+    return defs.resolve_job_def(name)
+
+
+def calendar_job() -> JobDefinition:
+    return job_def(CALENDAR_JOB)
+
+
+def bucket_job() -> JobDefinition:
+    return job_def(BUCKET_JOB)
+
+
+def manifest_job() -> JobDefinition:
+    return job_def(MANIFEST_JOB)
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def run_job(target, partition: str | None = None) -> bool:
+    """One Dagster run on the persistent instance; True when it succeeded (its logs are in the UI)."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    tags = {"dagster/partition": partition, "precompute/bucket": partition} if partition else {}
+    with (
+        DagsterInstance.get() as instance,
+        execute_job(reconstructable(target), instance, tags=tags, run_config=QUIET) as result,
+    ):
+        return result.success
+
+
+def stale_buckets(settings: Settings) -> dict[str, str]:
+    layout = StoreLayout(settings.qlib_data_path)
+    calendar = read_calendar(layout)
+    versions = bucket_input_versions(settings, stock_buckets.get_partition_keys())
+    reasons = {bucket: stale_reason(layout, bucket, version, calendar) for bucket, version in versions.items()}
+    return {bucket: reason for bucket, reason in reasons.items() if reason}
+
+
+def main(workers: int = 2) -> int:
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    print(f"input {settings.parquet_data_path}  ->  store {settings.qlib_data_path}  ({settings.batches} buckets)")
+    if not run_job(calendar_job):
+        print("calendar run failed; see the Dagster UI (make dev) for its logs")
+        return 1
+    todo = stale_buckets(settings)
+    print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
+    failed = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, bucket_job, bucket): bucket for bucket in sorted(todo)}
+        for done, future in enumerate(as_completed(futures), start=1):
+            bucket = futures[future]
+            ok = future.result()
+            failed += [] if ok else [bucket]
+            elapsed = time.perf_counter() - started
+            eta = elapsed / done * (len(futures) - done)
+            print(
+                f"[{done}/{len(futures)}] {bucket} {'ok' if ok else 'FAILED'}  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
+            )
+    if not run_job(manifest_job):
+        failed.append("manifest")
+    _summary(settings, sorted(todo), failed, time.perf_counter() - started)
+    return 1 if failed else 0
+
+
+def _reasons(todo: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for reason in todo.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{n} {reason}" for reason, n in counts.items())
+
+
+def _summary(settings: Settings, built: list[str], failed: list[str], seconds: float) -> None:
+    layout = StoreLayout(settings.qlib_data_path)
+    version = read_json(layout.data_version_path)
+    skipped = []
+    for bucket in built:
+        work = intermediates.bucket_dir(settings.work_path, bucket)
+        skipped += intermediates.read_notes(work / "bars.json").get("errors", [])
+        for family in FAMILIES:
+            skipped += intermediates.read_notes(work / f"{family}.json").get("errors", [])
+    registry = load_registry()
+    print("\n=== precompute summary ===")
+    print(f"store          {settings.qlib_data_path} (data version {version.get('version')})")
+    print(f"stocks         {version.get('stock_count', 0)} stored, buckets built this run: {len(built)}")
+    print(f"dates          {' .. '.join(str(d) for d in version.get('date_range', []))}")
+    columns = ", ".join(f"{f} {len(registry.all(f))}" for f in FAMILIES)
+    print(f"columns        {len(registry.all())} indicators ({columns}) + base fields")
+    print(f"skipped        {len(skipped)}" + "".join(f"\n  - {line}" for line in skipped))
+    print(f"failed runs    {', '.join(failed) or 'none'}")
+    print(f"seconds        {seconds:.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
