@@ -1,0 +1,67 @@
+"""Fast reads straight from the bin files (no Qlib), aligned to the store calendar."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.store.bin_file import DTYPE
+from precompute_assets.store.calendar import read_calendar
+from precompute_assets.store.layout import StoreLayout
+
+
+@dataclass
+class StoreReader:
+    """Reads fields of stocks as date-indexed float32 frames; the calendar is read once."""
+
+    layout: StoreLayout
+
+    def __post_init__(self) -> None:
+        self.calendar = read_calendar(self.layout)
+
+    def has_stock(self, code: str) -> bool:
+        return self.layout.stock_dir(code).is_dir()
+
+    def fields(self, code: str) -> list[str]:
+        """Field names stored for a stock (lower case, as the files are named)."""
+        directory = self.layout.stock_dir(code)
+        if not directory.is_dir():
+            return []
+        return sorted(p.name.split(".")[0] for p in directory.glob("*.day.bin"))
+
+    def read(self, code: str, fields: Sequence[str], start: str | None = None, end: str | None = None) -> pd.DataFrame:
+        """Columns named as `fields` (missing files are left out) over [start, end] of the stock's span."""
+        columns: dict[str, np.ndarray] = {}
+        first = last = None
+        for name in fields:
+            path = self.layout.bin_path(code, name)
+            try:
+                data = np.fromfile(path, dtype=DTYPE)
+            except FileNotFoundError:
+                continue
+            if data.size < 1:
+                continue
+            start_index, values = int(data[0]), data[1:]
+            first = start_index if first is None else min(first, start_index)
+            last = start_index + len(values) - 1 if last is None else max(last, start_index + len(values) - 1)
+            columns[name] = (start_index, values)
+        if not columns:
+            return pd.DataFrame(index=pd.DatetimeIndex([], name="date"))
+        lo, hi = self._window(first, last, start, end)
+        index = self.calendar[lo : hi + 1]
+        out = {}
+        for name, (start_index, values) in columns.items():
+            column = np.full(len(index), np.nan, dtype=np.float32)
+            src_lo, src_hi = max(lo, start_index), min(hi, start_index + len(values) - 1)
+            if src_hi >= src_lo:
+                column[src_lo - lo : src_hi - lo + 1] = values[src_lo - start_index : src_hi - start_index + 1]
+            out[name] = column
+        return pd.DataFrame(out, index=index)
+
+    def _window(self, first: int, last: int, start: str | None, end: str | None) -> tuple[int, int]:
+        lo = first if start is None else max(first, int(self.calendar.searchsorted(pd.Timestamp(start), "left")))
+        hi = last if end is None else min(last, int(self.calendar.searchsorted(pd.Timestamp(end), "right")) - 1)
+        return lo, max(hi, lo - 1)

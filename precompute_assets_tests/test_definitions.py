@@ -1,0 +1,84 @@
+"""The Definitions load, validate with the dagster CLI, pin the asset graph, and run a partition."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import copy_inputs
+from dagster import AssetKey, DagsterInstance
+
+from precompute_assets.buckets import bucket_of
+from precompute_assets.definitions import defs
+from precompute_assets.resources import PrecomputeSettings
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.reader import StoreReader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The asset graph, pinned: a change here is a change to lineage, and must be deliberate.
+GRAPH = {
+    "stock_parquet_files": [],
+    "trading_calendar": ["stock_parquet_files"],
+    "stock_bars": ["stock_parquet_files", "trading_calendar"],
+    "qlib_stats": ["stock_bars"],
+    "alpha158": ["stock_bars"],
+    "technical": ["stock_bars"],
+    "fundamental": ["stock_bars"],
+    "qlib_store": ["alpha158", "fundamental", "qlib_stats", "technical"],
+    "store_manifest": ["qlib_store"],
+}
+PARTITIONED = {"stock_parquet_files", "stock_bars", "qlib_stats", "alpha158", "technical", "fundamental", "qlib_store"}
+
+
+def test_dagster_definitions_validate_passes():
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "definitions",
+            "validate",
+            "-m",
+            "precompute_assets.definitions",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_asset_graph_is_the_pinned_one():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert GRAPH.keys() <= keys
+    for name, parents in GRAPH.items():
+        node = graph.get(AssetKey(name))
+        assert sorted(p.to_user_string() for p in node.parent_keys) == sorted(parents), name
+        assert (node.partitions_def is not None) == (name in PARTITIONED), name
+
+
+def test_family_code_versions_follow_the_registry():
+    graph = defs.resolve_asset_graph()
+    from precompute_assets.registry import family_code_version
+
+    for family in ("qlib_stats", "alpha158", "technical", "fundamental"):
+        assert graph.get(AssetKey(family)).code_version == family_code_version(family)
+
+
+def test_materialize_one_partition_through_the_definitions(tmp_path):
+    parquet = copy_inputs(["SH600000", "SZ000001", "SH600519", "SZ000792"], tmp_path / "parquet")
+    resources = {"precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(tmp_path / "q"))}
+    instance = DagsterInstance.ephemeral()
+    calendar_job = defs.resolve_job_def("calendar_job")
+    assert calendar_job.execute_in_process(instance=instance, resources=resources).success
+    bucket = bucket_of("SZ000792", 4)
+    bucket_job = defs.resolve_job_def("precompute_bucket_job")
+    result = bucket_job.execute_in_process(partition_key=bucket, instance=instance, resources=resources)
+    assert result.success
+    store = result.asset_materializations_for_node("qlib_store")[0].metadata
+    assert store["stocks_written"].value >= 1
+    reader = StoreReader(StoreLayout(tmp_path / "q"))
+    assert reader.has_stock("SZ000792")
+    assert {"close", "rsi14", "alpha_158", "mean_60", "price_change"} <= set(reader.fields("SZ000792"))
