@@ -22,7 +22,7 @@ from precompute_assets.pipeline import bucket_input_versions
 from precompute_assets.registry import FAMILIES, load_registry
 from precompute_assets.settings import Settings
 from precompute_assets.store.bucket_state import stale_reason
-from precompute_assets.store.calendar import read_calendar
+from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
 
@@ -63,7 +63,7 @@ def run_job(target, partition: str | None = None) -> bool:
 
 def stale_buckets(settings: Settings) -> dict[str, str]:
     layout = StoreLayout(settings.qlib_data_path)
-    calendar = read_calendar(layout)
+    calendar = read_working_calendar(layout)
     versions = bucket_input_versions(settings, stock_buckets.get_partition_keys())
     reasons = {bucket: stale_reason(layout, bucket, version, calendar) for bucket, version in versions.items()}
     return {bucket: reason for bucket, reason in reasons.items() if reason}

@@ -17,17 +17,22 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets import intermediates
-from precompute_assets.bars import load_bars, scan_calendar
+from precompute_assets.bars import BucketBars, load_bars, scan_calendar
 from precompute_assets.buckets import codes_in_bucket
-from precompute_assets.families import compute_family
+from precompute_assets.families.update import compute_family_update, tail_start
 from precompute_assets.parquet_input import file_fingerprint, scan_folder
-from precompute_assets.registry import load_registry
+from precompute_assets.registry import history_need, load_registry
 from precompute_assets.settings import Settings
 from precompute_assets.store.bucket_state import record_bucket
 from precompute_assets.store.bucket_writer import write_stock
-from precompute_assets.store.calendar import read_calendar, write_calendar
+from precompute_assets.store.calendar import publish_calendar, read_working_calendar, write_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import write_manifest
+from precompute_assets.update_plan import StockPlan, plan_stock
+
+
+class _Unreadable(Exception):
+    """A stock whose input could not be read; its `InputError` is already recorded."""
 
 
 @dataclass
@@ -63,11 +68,10 @@ def build_calendar(settings: Settings) -> StepReport:
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
     scan = scan_calendar(folder.files)
-    stored = read_calendar(layout)
+    stored = read_working_calendar(layout)
     dates = stored.union(scan.dates).rename("date")
     inserted = int((dates[: len(stored)] != stored).any()) if len(stored) else 0
-    if not dates.equals(stored):
-        write_calendar(layout, dates)
+    write_working_calendar(layout, dates)
     errors = [str(e) for e in folder.errors + scan.errors]
     report = StepReport(errors=errors, data_version=_digest("".join(f"{d:%Y%m%d}" for d in dates)))
     report.metadata = {
@@ -83,26 +87,62 @@ def build_calendar(settings: Settings) -> StepReport:
 
 
 def build_bars(settings: Settings, bucket: str) -> StepReport:
-    """Read and clean the bucket's input files onto the calendar; the families all start from these."""
+    """Plan each stock of the bucket against the store and leave the bars its plan needs.
+
+    Unchanged stocks are not even read; appended stocks keep only the tail their columns' history
+    needs; new, restated or damaged stocks keep their whole history.
+    """
     started = time.perf_counter()
-    calendar = read_calendar(StoreLayout(settings.qlib_data_path))
+    layout = StoreLayout(settings.qlib_data_path)
+    registry = load_registry()
+    calendar = read_working_calendar(layout)
     folder = scan_folder(settings.parquet_data_path)
     codes = codes_in_bucket(folder.files, bucket, settings.batches)
-    loaded = load_bars(folder.files, codes, calendar)
-    work = intermediates.bucket_dir(settings.work_path, bucket)
-    intermediates.write_frames(work / "bars.parquet", loaded.bars)
     fingerprints = file_fingerprints(folder.files, codes)
-    quality = {code: dict(stock.quality) for code, stock in loaded.inputs.items()}
-    errors = [str(e) for e in loaded.errors]
-    notes = {"codes": sorted(loaded.bars), "fingerprints": fingerprints, "quality": quality, "errors": errors}
+    need = max(history_need(i) for i in registry.all())
+    bars, plans, quality, errors = {}, {}, {}, []
+    for code in codes:
+        loaded: BucketBars = BucketBars()
+
+        def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
+            result = load_bars(folder.files, [code], calendar)
+            loaded.errors.extend(result.errors)
+            loaded.inputs.update(result.inputs)
+            if code not in result.bars:
+                raise _Unreadable(code)
+            return result.bars[code]
+
+        try:
+            plan, stock_bars = plan_stock(layout, registry, code, fingerprints[code], calendar, load)
+        except _Unreadable:  # skipped with its InputError; whatever the store holds stays as it is
+            errors.extend(str(e) for e in loaded.errors)
+            continue
+        quality.update({c: dict(s.quality) for c, s in loaded.inputs.items()})
+        plans[code] = plan
+        if stock_bars is not None:
+            update = plan.update
+            if update is not None and update.new_from is not None and not update.stale:
+                stock_bars = stock_bars.iloc[tail_start(stock_bars, update.new_from, need) :]
+            bars[code] = stock_bars
+    work = intermediates.bucket_dir(settings.work_path, bucket)
+    intermediates.write_frames(work / "bars.parquet", bars)
+    notes = {
+        "fingerprints": fingerprints,
+        "quality": quality,
+        "errors": errors,
+        "plans": {code: plan.to_notes() for code, plan in plans.items()},
+    }
     intermediates.write_notes(work / "bars.json", notes)
-    rows = sum(len(b) for b in loaded.bars.values())
     totals = {rule: sum(q.get(rule, 0) for q in quality.values()) for rule in _rules(quality)}
+    modes = [plan.mode for plan in plans.values()]
     report = StepReport(errors=errors, data_version=input_version(fingerprints))
     report.metadata = {
-        "stocks": len(loaded.bars),
+        "stocks": len(plans),
         "stocks_skipped": len(errors),
-        "rows": rows,
+        "stocks_full": modes.count("full"),
+        "stocks_updated": modes.count("update"),
+        "stocks_unchanged": modes.count("skip"),
+        "rows": sum(len(b) for b in bars.values()),
         **{f"quality_{rule}": n for rule, n in totals.items()},
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -113,13 +153,15 @@ def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
     """Compute one family for the bucket's stocks and leave its columns as an intermediate."""
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
-    calendar = read_calendar(layout)
+    calendar = read_working_calendar(layout)
     work = intermediates.bucket_dir(settings.work_path, bucket)
     bars = intermediates.read_frames(work / "bars.parquet")
-    result = compute_family(family, bars, calendar)
+    plans = _plans(work)
+    updates = {code: plans[code].update for code in bars}
+    result = compute_family_update(family, bars, calendar, updates)
     intermediates.write_frames(work / f"{family}.parquet", result.frames)
     errors = [str(e) for e in result.errors]
-    intermediates.write_notes(work / f"{family}.json", {"errors": errors})
+    intermediates.write_notes(work / f"{family}.json", {"errors": errors, "state": result.state})
     seconds = time.perf_counter() - started
     rows = sum(len(f) for f in result.frames.values())
     report = StepReport(errors=errors, data_version=_frames_digest(result.frames))
@@ -136,36 +178,52 @@ def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
 
 
 def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...]) -> StepReport:
-    """Merge the bucket's bars and family columns and commit every stock to the store."""
+    """Merge the bucket's bars and family columns and write each stock by its plan."""
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
     registry = load_registry()
-    calendar = read_calendar(layout)
+    calendar = read_working_calendar(layout)
     work = intermediates.bucket_dir(settings.work_path, bucket)
     bars = intermediates.read_frames(work / "bars.parquet")
     notes = intermediates.read_notes(work / "bars.json")
+    plans = _plans(work)
     family_frames = {f: intermediates.read_frames(work / f"{f}.parquet") for f in families}
+    family_notes = {f: intermediates.read_notes(work / f"{f}.json") for f in families}
     errors = list(notes.get("errors", []))
     for family in families:
-        errors.extend(intermediates.read_notes(work / f"{family}.json").get("errors", []))
-    written = []
+        errors.extend(family_notes[family].get("errors", []))
+    written, failed = [], 0
     for code, stock_bars in bars.items():
         frames = {f: frames_of[code] for f, frames_of in family_frames.items() if code in frames_of}
+        state = {k: v for f in families for k, v in family_notes[f].get("state", {}).get(code, {}).items()}
         try:
             written.append(
-                write_stock(layout, registry, code, calendar, stock_bars, frames, notes["fingerprints"][code])
+                write_stock(
+                    layout,
+                    registry,
+                    code,
+                    calendar,
+                    stock_bars,
+                    frames,
+                    notes["fingerprints"][code],
+                    plans[code],
+                    state,
+                )
             )
         except (ValueError, OSError) as exc:
+            failed += 1
             errors.append(f"{code} store: {exc}")
-    rows = sum(w.rows for w in written)
     version = input_version(notes.get("fingerprints", {}))
-    if len(written) == len(bars):  # a failed commit (disk, I/O) must be retried by the next run
+    if not failed:  # a failed commit (disk, I/O) must be retried by the next run
         record_bucket(layout, bucket, version, calendar)
     report = StepReport(errors=errors, data_version=version)
     report.metadata = {
         "stocks_written": len(written),
-        "stocks_skipped": len(bars) - len(written) + len(notes.get("errors", [])),
-        "rows": rows,
+        "stocks_rebuilt": sum(w.mode == "full" for w in written),
+        "stocks_updated": sum(w.mode == "update" for w in written),
+        "stocks_unchanged": sum(p.mode == "skip" for p in plans.values()),
+        "stocks_failed": failed,
+        "rows_written": sum(w.rows_written for w in written),
         "columns": max((w.columns for w in written), default=0),
         "first_date": min((w.first_date for w in written), default=None),
         "last_date": max((w.last_date for w in written), default=None),
@@ -181,6 +239,7 @@ def build_manifest(settings: Settings) -> StepReport:
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
     version = input_version(file_fingerprints(folder.files, list(folder.files)))
+    publish_calendar(layout)
     data_version = write_manifest(layout, load_registry(), folder.files, version)
     report = StepReport(data_version=f"{data_version['version']}-{version}")
     report.metadata = {
@@ -193,6 +252,11 @@ def build_manifest(settings: Settings) -> StepReport:
         "seconds": round(time.perf_counter() - started, 3),
     }
     return report
+
+
+def _plans(work: Path) -> dict[str, StockPlan]:
+    notes = intermediates.read_notes(work / "bars.json").get("plans", {})
+    return {code: StockPlan.from_notes(code, plan) for code, plan in notes.items()}
 
 
 def _rules(quality: dict[str, dict[str, int]]) -> list[str]:

@@ -47,6 +47,7 @@ class Indicator:
     expression: str | None = None
     qlib_name: str | None = None
     added: str = ""
+    history_rows: int | None = None
 
     @property
     def field(self) -> str:
@@ -129,13 +130,16 @@ def register_indicator(
     params: Mapping[str, object] | None = None,
     qlib_name: str | None = None,
     added: str | None = None,
+    history_rows: int | None = None,
     replace: bool = False,
 ) -> Indicator:
     """Add one column to the store's definition; re-materializing its family then writes it.
 
     `compute` serves the pandas families (technical, fundamental); `expression` is a Qlib expression
-    for the Qlib families (qlib_stats, alpha158). `replace=True` swaps in a new definition of an
-    existing name (bump `version` so the store recomputes it).
+    for the Qlib families (qlib_stats, alpha158). `warmup` is the count of leading NaN rows; `history`
+    and `history_rows` say how many past input rows an appended day needs (see `history_need`).
+    `replace=True` swaps in a new definition of an existing name (bump `version` so the store
+    recomputes it).
     """
     load_registry()
     indicator = Indicator(
@@ -150,8 +154,34 @@ def register_indicator(
         expression=expression,
         qlib_name=qlib_name,
         added=added or dt.date.today().isoformat(),
+        history_rows=history_rows,
     )
     return REGISTRY.add(indicator, replace=replace)
+
+
+RECURSIVE_HISTORY_PER_WARMUP_ROW = 40
+RECURSIVE_HISTORY_MIN = 300
+
+
+def history_need(indicator: Indicator) -> int:
+    """Input rows up to and including t that a value at t depends on, for computing appended days.
+
+    Windowed: the warm-up plus the day itself. Recursive (EMA-like): long enough for the seed's
+    effect to decay below float32 rounding (a Wilder smoothing of 14 needs about 250 rows).
+    Cumulative (a running sum like OBV): two rows, the rest is carried from the stored state.
+    Qlib expressions are measured by Qlib itself (`families.qlib_engine.expression_history`).
+    """
+    if indicator.history_rows is not None:
+        return indicator.history_rows
+    if indicator.expression is not None:
+        from precompute_assets.families.qlib_engine import expression_history
+
+        return expression_history(indicator.expression)
+    if indicator.history == "recursive":
+        return max(RECURSIVE_HISTORY_MIN, RECURSIVE_HISTORY_PER_WARMUP_ROW * (indicator.warmup + 1))
+    if indicator.history == "cumulative":
+        return 2
+    return indicator.warmup + 1
 
 
 def family_code_version(family: str) -> str:

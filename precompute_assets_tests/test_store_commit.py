@@ -10,7 +10,7 @@ from conftest import CSI300, build_store, copy_inputs
 from precompute_assets.pipeline import bucket_input_versions, build_calendar
 from precompute_assets.store import stock_commit
 from precompute_assets.store.bucket_state import stale_reason
-from precompute_assets.store.calendar import read_calendar
+from precompute_assets.store.calendar import read_calendar, read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
 
@@ -59,7 +59,7 @@ def test_dates_inserted_into_history_reindex_every_affected_stock(tmp_path):
     copy_inputs(["SH600000"], parquet)  # the full history comes back for one stock: dates are inserted
     build_calendar(settings)
     versions = bucket_input_versions(settings, ["b00", "b01", "b02", "b03"])
-    reasons = {stale_reason(layout, b, v, read_calendar(layout)) for b, v in versions.items()}
+    reasons = {stale_reason(layout, b, v, read_working_calendar(layout)) for b, v in versions.items()}
     assert None not in reasons and "calendar history changed" in reasons
     build_store(parquet, settings.qlib_data_path)
 

@@ -38,6 +38,7 @@ def compute_family(
     if by_function:
         pandas_part = compute_per_stock(family, bars_by_code, by_function)
         result.errors.extend(pandas_part.errors)
+        result.state = pandas_part.state
         for code, frame in pandas_part.frames.items():
             existing = result.frames.get(code)
             result.frames[code] = frame if existing is None else existing.join(frame)

@@ -29,14 +29,27 @@ class ComputeError:
 
 @dataclass
 class FamilyResult:
-    """A family's columns per stock (float32, date index as the input bars) and what failed."""
+    """A family's columns per stock (date index as the input bars), what failed, and carried state.
+
+    `state` holds, per stock, the last finite float64 value of each cumulative column: appended days
+    continue from it exactly (the store's float32 would drift by a rounding per update).
+    """
 
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     errors: list[ComputeError] = field(default_factory=list)
+    state: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def last_finite(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else None
 
 
 def compute_per_stock(
-    family: str, bars_by_code: Mapping[str, pd.DataFrame], indicators: Iterable[Indicator]
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    indicators: Iterable[Indicator],
+    dtype: type = np.float32,
 ) -> FamilyResult:
     """Run each indicator's `compute` on each stock's valid rows; failures stay local to a column.
 
@@ -51,10 +64,13 @@ def compute_per_stock(
         for indicator in indicators:
             try:
                 series = indicator.compute(valid)  # type: ignore[misc]
-                columns[indicator.name] = pd.Series(series, index=valid.index).to_numpy(dtype=np.float64)
+                values = pd.Series(series, index=valid.index).to_numpy(dtype=np.float64)
+                columns[indicator.name] = values
+                if indicator.history == "cumulative" and (last := last_finite(values)) is not None:
+                    result.state.setdefault(code, {})[indicator.name] = last
             except Exception as exc:
                 result.errors.append(ComputeError(code, family, indicator.name, f"{type(exc).__name__}: {exc}"))
         frame = pd.DataFrame(columns, index=valid.index).reindex(bars.index)
-        frame = frame.replace([np.inf, -np.inf], np.nan).astype(np.float32)
+        frame = frame.replace([np.inf, -np.inf], np.nan).astype(dtype)
         result.frames[code] = frame
     return result

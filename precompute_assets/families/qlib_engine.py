@@ -7,6 +7,7 @@ directory, and `D.features` evaluates the expressions there. So a stored `alpha_
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -43,6 +44,21 @@ def init_qlib(provider_uri: Path, **overrides: object) -> None:
         **overrides,
     }
     qlib.init(**options)
+
+
+@functools.cache
+def expression_history(expression: str) -> int:
+    """Rows up to and including t that Qlib reads for a value at t (its left extended window + 1)."""
+    from qlib.config import C
+    from qlib.data import ops
+    from qlib.utils import parse_field
+
+    ops.register_all_ops(C)
+    parsed = eval(parse_field(expression), {"Operators": ops.Operators})  # Qlib's own parser, as Qlib does
+    left, right = parsed.get_extended_window_size()
+    if right > 0:
+        raise ValueError(f"{expression!r} reads {right} rows after t: not point in time")
+    return left + 1
 
 
 def evaluate_expressions(

@@ -1,4 +1,4 @@
-"""Write one bucket's stocks into the store: base fields plus every family's columns, per stock atomic."""
+"""Write one stock of a bucket by its plan: a full atomic commit, or appended days and replaced columns."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ import pandas as pd
 from precompute_assets.registry import Registry
 from precompute_assets.store.base_fields import base_fields
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import commit_stock
+from precompute_assets.store.stock_commit import commit_stock, read_stock_meta, update_stock
+from precompute_assets.update_plan import StockPlan
 
 
 @dataclass
 class StockWrite:
-    """What one stock's commit holds, for metadata and the manifest."""
+    """What one stock's write did, for metadata and the recorded work."""
 
     code: str
+    mode: str
     rows: int
+    rows_written: int
     first_date: str
     last_date: str
     columns: int
@@ -34,34 +37,84 @@ def write_stock(
     bars: pd.DataFrame,
     family_frames: Mapping[str, pd.DataFrame],
     input_fingerprint: str,
+    plan: StockPlan,
+    state: Mapping[str, float],
 ) -> StockWrite:
-    """Merge base fields and family columns of one stock, check them, and commit them atomically.
+    """Check the family columns against the registry and the bars' dates, then write them.
 
-    A family frame must cover exactly the bars' dates and hold only registered names of that family;
-    anything else is a programming error and refuses the stock rather than storing misaligned data.
+    A family frame holding unregistered names or dates outside the bars is a programming error and
+    refuses the stock rather than storing misaligned data.
     """
-    columns: dict[str, np.ndarray] = dict(base_fields(bars))
-    fingerprints: dict[str, str] = {}
-    expected: list[str] = []
+    columns: dict[str, pd.Series] = {}
     for family, frame in family_frames.items():
         names = registry.names(family)
-        expected.extend(names)
-        if not frame.index.equals(bars.index):
-            raise ValueError(f"{code}: {family} rows do not match the bars' dates")
         unknown = [c for c in frame.columns if c not in names]
         if unknown:
             raise ValueError(f"{code}: {family} returned unregistered columns {unknown}")
-        for name in frame.columns:
-            columns[name.lower()] = frame[name].to_numpy(np.float32)
-            fingerprints[name.lower()] = registry.get(name).fingerprint
-    start_index = int(calendar.get_loc(bars.index[0]))
-    meta = {
-        "first_date": f"{bars.index[0]:%Y-%m-%d}",
-        "last_date": f"{bars.index[-1]:%Y-%m-%d}",
-        "rows": len(bars),
-        "input_fingerprint": input_fingerprint,
-        "indicators": fingerprints,
-    }
-    commit_stock(layout, code, start_index, columns, meta)
-    missing = [n for n in expected if n.lower() not in fingerprints]
-    return StockWrite(code, len(bars), meta["first_date"], meta["last_date"], len(columns), missing)
+        if not frame.index.isin(bars.index).all():
+            raise ValueError(f"{code}: {family} rows do not match the bars' dates")
+        columns.update({name: frame[name] for name in frame.columns})
+    expected = [i.name for i in registry.all()]
+    meta = {"last_date": f"{bars.index[-1]:%Y-%m-%d}", "input_fingerprint": input_fingerprint}
+    if plan.mode == "full":
+        fields = dict(base_fields(bars))
+        fields.update(
+            {name.lower(): series.reindex(bars.index).to_numpy(np.float32) for name, series in columns.items()}
+        )
+        fingerprints = {name.lower(): registry.get(name).fingerprint for name in columns}
+        meta.update(first_date=f"{bars.index[0]:%Y-%m-%d}", rows=len(bars), indicators=fingerprints, state=dict(state))
+        commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta)
+        written = len(bars)
+    else:
+        written = _update(layout, registry, code, bars, columns, plan, state, meta)
+    stored = meta.get("indicators", {})
+    return StockWrite(
+        code,
+        plan.mode,
+        meta["rows"],
+        written,
+        meta["first_date"],
+        meta["last_date"],
+        len(base_fields(bars.iloc[:1])) + len(stored),
+        [n for n in expected if n.lower() not in stored],
+    )
+
+
+def _update(
+    layout: StoreLayout,
+    registry: Registry,
+    code: str,
+    bars: pd.DataFrame,
+    columns: Mapping[str, pd.Series],
+    plan: StockPlan,
+    state: Mapping[str, float],
+    meta: dict,
+) -> int:
+    """Append the plan's new days to every column that is not stale, and replace the stale ones."""
+    current = read_stock_meta(layout, code)
+    update = plan.update
+    indicators = dict(current.get("indicators", {}))
+    appends: dict[str, np.ndarray] = {}
+    new_rows = 0
+    if update.new_from is not None:
+        new = bars.loc[update.new_from :]
+        new_rows = len(new)
+        appends.update(base_fields(new))
+        for name, series in columns.items():
+            if name not in update.stale:
+                appends[name.lower()] = series.reindex(new.index).to_numpy(np.float32)
+        # a column that failed for this stock earlier has no file: it stays absent (reported missing)
+        appends = {f: v for f, v in appends.items() if f in current["files"]}
+    replacements = {}
+    for name in sorted(update.stale):
+        if name in columns:  # stale columns come with the stock's whole history (see pipeline.build_bars)
+            replacements[name.lower()] = columns[name].reindex(bars.index).to_numpy(np.float32)
+            indicators[name.lower()] = registry.get(name).fingerprint
+    meta.update(
+        first_date=current["first_date"],
+        rows=current["rows"] + new_rows,
+        indicators=indicators,
+        state={**current.get("state", {}), **state},
+    )
+    update_stock(layout, code, appends, replacements, meta)
+    return new_rows

@@ -11,14 +11,36 @@ from precompute_assets.store.layout import StoreLayout
 
 
 def read_calendar(layout: StoreLayout) -> pd.DatetimeIndex:
-    if not layout.calendar_path.exists():
-        return pd.DatetimeIndex([], name="date")
-    text = layout.calendar_path.read_text().split()
-    return pd.DatetimeIndex(pd.to_datetime(text), name="date")
+    """The published calendar: what Qlib and every reader see."""
+    return _read(layout.calendar_path)
+
+
+def read_working_calendar(layout: StoreLayout) -> pd.DatetimeIndex:
+    """The calendar the buckets align to; published by the manifest step once the buckets are written."""
+    return _read(layout.working_calendar_path) if layout.working_calendar_path.exists() else read_calendar(layout)
 
 
 def write_calendar(layout: StoreLayout, dates: pd.DatetimeIndex) -> None:
-    write_text_atomic(layout.calendar_path, "".join(f"{d:%Y-%m-%d}\n" for d in dates))
+    write_text_atomic(layout.calendar_path, _text(dates))
+
+
+def write_working_calendar(layout: StoreLayout, dates: pd.DatetimeIndex) -> None:
+    write_text_atomic(layout.working_calendar_path, _text(dates))
+
+
+def publish_calendar(layout: StoreLayout) -> None:
+    """Make appended days visible to readers at once, for every stock (the store's commit point)."""
+    write_calendar(layout, read_working_calendar(layout))
+
+
+def _read(path) -> pd.DatetimeIndex:
+    if not path.exists():
+        return pd.DatetimeIndex([], name="date")
+    return pd.DatetimeIndex(pd.to_datetime(path.read_text().split()), name="date")
+
+
+def _text(dates: pd.DatetimeIndex) -> str:
+    return "".join(f"{d:%Y-%m-%d}\n" for d in dates)
 
 
 def calendar_fingerprint(dates: pd.DatetimeIndex) -> str:

@@ -19,6 +19,10 @@ class StoreLayout:
         return self.root / "calendars" / f"{FREQ}.txt"
 
     @property
+    def working_calendar_path(self) -> Path:
+        return self.root / ".calendar" / f"{FREQ}.txt"
+
+    @property
     def instruments_path(self) -> Path:
         return self.root / "instruments" / "all.txt"
 

@@ -50,6 +50,7 @@ class StoreReader:
             columns[name] = (start_index, values)
         if not columns:
             return pd.DataFrame(index=pd.DatetimeIndex([], name="date"))
+        last = min(last, len(self.calendar) - 1)  # rows past the published calendar are not committed yet
         lo, hi = self._window(first, last, start, end)
         index = self.calendar[lo : hi + 1]
         out = {}

@@ -70,6 +70,53 @@ def commit_stock(
     return version
 
 
+def update_stock(
+    layout: StoreLayout,
+    code: str,
+    appends: Mapping[str, np.ndarray],
+    replacements: Mapping[str, np.ndarray],
+    meta: Mapping[str, object],
+) -> None:
+    """Append new days to a stock's current files in place and replace whole columns; `_stock.json` last.
+
+    The appended rows lie past the published calendar until the manifest step publishes it, so
+    neither Qlib nor the project's reader sees a half-appended stock. A crash leaves files longer than
+    `_stock.json` records, which the next run detects (`files_match_meta`) and rebuilds in full.
+    """
+    current = read_stock_meta(layout, code)
+    if current is None:
+        raise ValueError(f"{code}: no stored version to update")
+    directory = layout.stock_dir(code).resolve()
+    files = {name: list(entry) for name, entry in current["files"].items()}
+    for field, values in appends.items():
+        payload = np.asarray(values, dtype="<f4").tobytes()
+        with open(directory / f"{field}.{FREQ}.bin", "ab") as handle:
+            handle.write(payload)
+        size, crc = files[field]
+        files[field] = [size + len(payload), zlib.crc32(payload, crc)]
+    for field, values in replacements.items():
+        payload = encode(current["start_index"], values)
+        tmp = directory / f".{field}.{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(payload)
+        os.replace(tmp, directory / f"{field}.{FREQ}.bin")
+        files[field] = [len(payload), zlib.crc32(payload)]
+    merged = {**current, **meta, "files": files}
+    tmp = directory / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps(merged, indent=1, default=str))
+    os.replace(tmp, directory / META_FILE)
+
+
+def files_match_meta(layout: StoreLayout, code: str, meta: Mapping[str, object]) -> bool:
+    """Every file `_stock.json` lists exists with the recorded size (a cheap check; the crc is for audits)."""
+    for field, (size, _crc) in meta["files"].items():  # type: ignore[union-attr]
+        try:
+            if layout.bin_path(code, field).stat().st_size != size:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
 def read_stock_meta(layout: StoreLayout, code: str) -> dict | None:
     path = layout.stock_meta_path(code)
     try:
