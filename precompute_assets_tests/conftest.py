@@ -34,21 +34,29 @@ def copy_inputs(codes: Iterable[str], folder: Path) -> Path:
     return folder
 
 
-def build_store(parquet: Path, store: Path, batches: int = 4):
-    """Build a store with the core pipeline (no Dagster): what every bucket run does, in order."""
+def run_pipeline(settings, buckets: Iterable[str] | None = None) -> dict[str, dict]:
+    """Every step of the graph with the core pipeline (no Dagster), in order; the store step's reports."""
     from precompute_assets import pipeline
     from precompute_assets.buckets import bucket_keys
     from precompute_assets.registry import FAMILIES
-    from precompute_assets.settings import Settings
 
-    settings = Settings(parquet_data_path=parquet, qlib_data_path=store, batches=batches)
     pipeline.build_calendar(settings)
-    for bucket in bucket_keys(batches):
+    reports = {}
+    for bucket in buckets if buckets is not None else bucket_keys(settings.batches):
         pipeline.build_bars(settings, bucket)
         for family in FAMILIES:
             pipeline.build_family(settings, bucket, family)
-        pipeline.write_bucket(settings, bucket, FAMILIES)
+        reports[bucket] = pipeline.write_bucket(settings, bucket, FAMILIES).metadata
     pipeline.build_manifest(settings)
+    return reports
+
+
+def build_store(parquet: Path, store: Path, batches: int = 4):
+    """Build (or update) a store from a parquet folder; returns its settings."""
+    from precompute_assets.settings import Settings
+
+    settings = Settings(parquet_data_path=parquet, qlib_data_path=store, batches=batches)
+    run_pipeline(settings)
     return settings
 
 
