@@ -7,10 +7,14 @@ from dagster import Definitions, in_process_executor
 from precompute_assets.assets import PRECOMPUTE_ASSETS
 from precompute_assets.jobs import JOBS
 from precompute_assets.resources import PrecomputeSettings
+from precompute_assets.schedules import daily_update_schedule
+from precompute_assets.sensors import parquet_input_sensor
 
 defs = Definitions(
     assets=PRECOMPUTE_ASSETS,
     jobs=JOBS,
+    sensors=[parquet_input_sensor],
+    schedules=[daily_update_schedule],
     resources={"precompute": PrecomputeSettings.from_env()},
     # Parallelism is across bucket runs (two at a time, see deploy/dagster.yaml); a step subprocess per
     # asset would cost more in Python start-up than most bucket steps take.

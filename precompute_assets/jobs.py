@@ -19,5 +19,11 @@ bucket_job = define_asset_job(
     description="Bars, the four families and the store for the chosen buckets.",
 )
 manifest_job = define_asset_job("manifest_job", selection=AssetSelection.assets(store_manifest))
+update_job = define_asset_job(
+    "precompute_update_job",
+    selection=AssetSelection.assets(trading_calendar, stock_bars, *family_assets, qlib_store, store_manifest),
+    partitions_def=stock_buckets,
+    description="Everything one changed bucket needs, in order: calendar, bucket, manifest (sensor and schedule).",
+)
 
-JOBS = [calendar_job, bucket_job, manifest_job]
+JOBS = [calendar_job, bucket_job, manifest_job, update_job]

@@ -17,12 +17,9 @@ from multiprocessing import get_context
 from dagster import DagsterInstance, JobDefinition, execute_job, reconstructable
 
 from precompute_assets import intermediates
-from precompute_assets.partitions import stock_buckets
-from precompute_assets.pipeline import bucket_input_versions
+from precompute_assets.freshness import stale_buckets
 from precompute_assets.registry import FAMILIES, load_registry
 from precompute_assets.settings import Settings
-from precompute_assets.store.bucket_state import stale_reason
-from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
 
@@ -61,14 +58,6 @@ def run_job(target, partition: str | None = None) -> bool:
         return result.success
 
 
-def stale_buckets(settings: Settings) -> dict[str, str]:
-    layout = StoreLayout(settings.qlib_data_path)
-    calendar = read_working_calendar(layout)
-    versions = bucket_input_versions(settings, stock_buckets.get_partition_keys())
-    reasons = {bucket: stale_reason(layout, bucket, version, calendar) for bucket, version in versions.items()}
-    return {bucket: reason for bucket, reason in reasons.items() if reason}
-
-
 def main(workers: int = 2) -> int:
     settings = Settings.from_env()
     started = time.perf_counter()
@@ -76,7 +65,7 @@ def main(workers: int = 2) -> int:
     if not run_job(calendar_job):
         print("calendar run failed; see the Dagster UI (make dev) for its logs")
         return 1
-    todo = stale_buckets(settings)
+    todo = {bucket: stale.reason for bucket, stale in stale_buckets(settings).items()}
     print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
     failed = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:

@@ -56,13 +56,13 @@ def test_incremental_update_equals_a_full_rebuild(tmp_path, request):
     end = calendar[calendar.get_loc(CUT) + NEW_DAYS]
 
     parquet = tmp_path / "parquet"
-    write_cut(kept + [removed], parquet, CUT)
+    write_cut([*kept, removed], parquet, CUT)
     settings = Settings(parquet, tmp_path / "incremental", BATCHES)
     run_pipeline(settings)
 
     # The next month: 20 new days for every stock, one restated row, one listing, one delisting,
     # and a new version of one indicator.
-    write_cut(kept + [added], parquet, end)
+    write_cut([*kept, added], parquet, end)
     (parquet / f"{removed}.parquet").unlink()
     frame = pd.read_parquet(parquet / f"{restated}.parquet")
     frame.loc[frame.index[100], ["open", "high", "low", "close"]] *= 1.01
@@ -85,9 +85,12 @@ def test_incremental_update_equals_a_full_rebuild(tmp_path, request):
     manifest = read_json(StoreLayout(settings.qlib_data_path).data_version_path)
     assert manifest["delisted"] == [removed]
 
-    incremental, rebuilt = StoreReader(StoreLayout(settings.qlib_data_path)), StoreReader(StoreLayout(fresh.qlib_data_path))
+    incremental, rebuilt = (
+        StoreReader(StoreLayout(settings.qlib_data_path)),
+        StoreReader(StoreLayout(fresh.qlib_data_path)),
+    )
     assert incremental.calendar.equals(rebuilt.calendar)
-    for code in kept + [added]:
+    for code in [*kept, added]:
         fields = rebuilt.fields(code)
         assert incremental.fields(code) == fields, code
         a, b = incremental.read(code, fields), rebuilt.read(code, fields)

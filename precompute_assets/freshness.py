@@ -1,0 +1,83 @@
+"""Is the store current for its input? Per bucket (what to run) and per stock (what a reader gets).
+
+`make run`, the sensor and the schedule all ask `stale_buckets`; readers ask `store_status`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from precompute_assets.buckets import bucket_keys, bucket_of, codes_in_bucket
+from precompute_assets.parquet_input import scan_folder
+from precompute_assets.pipeline import file_fingerprints, input_version
+from precompute_assets.settings import Settings
+from precompute_assets.store.bucket_state import stale_reason
+from precompute_assets.store.calendar import calendar_fingerprint, read_calendar, read_working_calendar
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.manifest import read_json, stock_metas
+from precompute_assets.store.stock_commit import files_match_meta
+
+
+@dataclass(frozen=True)
+class StaleBucket:
+    """A bucket to run, why, and a key naming this exact state (a sensor requests each key once)."""
+
+    bucket: str
+    reason: str
+    input_version: str
+    run_key: str
+
+
+def stale_buckets(settings: Settings) -> dict[str, StaleBucket]:
+    """Buckets whose input, indicator definitions, calendar history or stored files call for a run."""
+    layout = StoreLayout(settings.qlib_data_path)
+    calendar = read_working_calendar(layout)
+    files = scan_folder(settings.parquet_data_path).files
+    metas = stock_metas(layout)
+    damaged = {
+        bucket_of(code, settings.batches) for code, meta in metas.items() if not files_match_meta(layout, code, meta)
+    }
+    stale = {}
+    for bucket in bucket_keys(settings.batches):
+        version = input_version(file_fingerprints(files, codes_in_bucket(files, bucket, settings.batches)))
+        reason = "damaged store files" if bucket in damaged else stale_reason(layout, bucket, version, calendar)
+        if reason:
+            key = f"{bucket}:{version}:{calendar_fingerprint(calendar)}:{reason.replace(' ', '_')}"
+            stale[bucket] = StaleBucket(bucket, reason, version, key)
+    return stale
+
+
+@dataclass
+class StoreStatus:
+    """What a reader should know: is the store current, and which stocks are behind their input."""
+
+    current: bool
+    built_from: str | None
+    input_version: str
+    behind: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    delisted: list[str] = field(default_factory=list)
+    unpublished: list[str] = field(default_factory=list)
+
+
+def store_status(settings: Settings) -> StoreStatus:
+    """Compare the store with its input stock by stock (content hashes, not timestamps)."""
+    layout = StoreLayout(settings.qlib_data_path)
+    files = scan_folder(settings.parquet_data_path).files
+    fingerprints = file_fingerprints(files, list(files))
+    metas = stock_metas(layout)
+    published = read_calendar(layout)
+    last_published = f"{published[-1]:%Y-%m-%d}" if len(published) else ""
+    status = StoreStatus(
+        current=False,
+        built_from=read_json(layout.data_version_path).get("input_version"),
+        input_version=input_version(fingerprints),
+        behind=sorted(c for c, m in metas.items() if c in files and m.get("input_fingerprint") != fingerprints[c]),
+        missing=sorted(set(files) - set(metas)),
+        delisted=sorted(set(metas) - set(files)),
+        unpublished=sorted(c for c, m in metas.items() if m["last_date"] > last_published),
+    )
+    status.current = status.built_from == status.input_version and not (
+        status.behind or status.missing or status.unpublished
+    )
+    return status

@@ -1,0 +1,83 @@
+"""The sensor requests runs for changed buckets only, each state once; the schedule asks the same."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+from conftest import CSI300, build_store, copy_inputs
+from dagster import DagsterInstance, build_schedule_context, build_sensor_context
+
+from precompute_assets.buckets import bucket_of
+from precompute_assets.definitions import defs
+from precompute_assets.freshness import store_status
+from precompute_assets.resources import PrecomputeSettings
+from precompute_assets.schedules import daily_update_schedule
+from precompute_assets.sensors import parquet_input_sensor
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.stock_commit import read_stock_meta
+
+CODES = ("SH600000", "SZ000001", "SH600519", "SZ000538", "SZ000792", "SH601318")
+
+
+def tick(instance, resources, cursor):
+    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+    return parquet_input_sensor.evaluate_tick(context)
+
+
+def test_sensor_requests_one_run_for_the_changed_bucket_only(tmp_path):
+    parquet = copy_inputs(CODES, tmp_path / "parquet")
+    for code in CODES:  # a store built on data up to 2024
+        frame = pd.read_parquet(parquet / f"{code}.parquet")
+        frame[frame["date"] < "2025-01-01"].to_parquet(parquet / f"{code}.parquet")
+    settings = build_store(parquet, tmp_path / "qlib_data")
+    resources = {
+        "precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(settings.qlib_data_path))
+    }
+    instance = DagsterInstance.ephemeral()
+
+    first = tick(instance, resources, None)
+    assert first.run_requests == [] and first.skip_message
+
+    copy_inputs(["SZ000792"], parquet)  # one file changes: its full history, with 2025 and 2026
+    second = tick(instance, resources, first.cursor)
+    (request,) = second.run_requests
+    assert request.partition_key == bucket_of("SZ000792", 4)
+    assert request.tags["precompute/reason"] == "input changed"
+    status = store_status(settings)
+    assert status.behind == ["SZ000792"] and not status.current
+
+    third = tick(instance, resources, second.cursor)
+    assert third.run_requests == []
+
+    job = defs.resolve_job_def("precompute_update_job")
+    result = job.execute_in_process(partition_key=request.partition_key, instance=instance, resources=resources)
+    assert result.success
+    meta = read_stock_meta(StoreLayout(settings.qlib_data_path), "SZ000792")
+    assert meta["last_date"] == f"{pd.read_parquet(CSI300 / 'SZ000792.parquet')['date'].max():%Y-%m-%d}"
+    assert store_status(settings).current
+    assert tick(instance, resources, third.cursor).run_requests == []
+
+
+def test_schedule_requests_the_stale_buckets(tmp_path):
+    parquet = copy_inputs(CODES[:3], tmp_path / "parquet")
+    settings = build_store(parquet, tmp_path / "qlib_data")
+    resources = {
+        "precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(settings.qlib_data_path))
+    }
+    context = build_schedule_context(
+        instance=DagsterInstance.ephemeral(),
+        resources=resources,
+        scheduled_execution_time=dt.datetime(2026, 5, 8, 17, 30),
+        repository_def=defs.get_repository_def(),
+    )
+    assert daily_update_schedule.evaluate_tick(context).run_requests in (None, [])
+    copy_inputs(["SZ000538"], parquet)  # a new listing
+    context = build_schedule_context(
+        instance=DagsterInstance.ephemeral(),
+        resources=resources,
+        scheduled_execution_time=dt.datetime(2026, 5, 8, 17, 30),
+        repository_def=defs.get_repository_def(),
+    )
+    (request,) = daily_update_schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == bucket_of("SZ000538", 4)
