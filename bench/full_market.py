@@ -1,0 +1,200 @@
+"""Full-market benchmark: full build, daily update, reads and backtests, measured in one run.
+
+    .venv/bin/python bench/full_market.py            # 5,000 stocks x 10 years (about half an hour on 2 cores)
+    .venv/bin/python bench/full_market.py --small    # 500 stocks x 10 years
+
+The market comes from the project's own generator. The build and the update go through `make run`'s
+path (Dagster runs on a temporary instance, two buckets at a time), so the figures include process
+start, orchestration and I/O. Prints a table and writes JSON (`--json`, default bench/results/).
+Ratios are measured in the same run, so a noisy machine moves both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from precompute_assets.registry import FAMILIES, load_registry  # noqa: E402
+from precompute_assets.synthetic import generate_market  # noqa: E402
+
+TRADING_DAYS_PER_YEAR = 244
+
+
+class PeakMemory:
+    """Polls a process tree and keeps the largest resident set of any single process."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        import psutil
+
+        self.root, self.interval, self.peak = psutil.Process(pid), interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                for proc in procs:
+                    with contextlib.suppress(psutil.Error):
+                        self.peak = max(self.peak, proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(self.interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def make_run(env: dict[str, str]) -> tuple[float, int, str]:
+    """`make run`'s command on the given settings: seconds, peak RSS of any process, output tail."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "precompute_assets.make_run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    memory = PeakMemory(proc.pid)
+    output, _ = proc.communicate()
+    peak = memory.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"make run failed:\n{output[-4000:]}")
+    return time.perf_counter() - started, peak, output
+
+
+def family_seconds(dagster_home: Path, since: float) -> float:
+    """Seconds the family steps spent computing (their own metadata), over runs started after `since`."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    total = 0.0
+    with DagsterInstance.get() as instance:
+        for family in FAMILIES:
+            records = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=AssetKey(family), after_timestamp=since), limit=100_000
+            ).records
+            total += sum(r.asset_materialization.metadata["seconds"].value for r in records)
+    return total
+
+
+def drop_last_day(source: Path, target: Path) -> str:
+    """Copy the market without its last trading day; returns that day."""
+    target.mkdir(parents=True, exist_ok=True)
+    last = ""
+    for path in sorted(source.glob("*.parquet")):
+        table = pq.read_table(path)
+        last = max(last, str(table.column("date")[-1].as_py())[:10])
+        pq.write_table(table.slice(0, table.num_rows - 1), target / path.name, compression="zstd")
+    return last
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stocks", type=int, default=5000)
+    parser.add_argument("--years", type=int, default=10)
+    parser.add_argument("--small", action="store_true", help="500 stocks x 10 years")
+    parser.add_argument("--batches", type=int, default=64)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "full_market.json")
+    args = parser.parse_args()
+    stocks = 500 if args.small else args.stocks
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_full_market_"))
+    work.mkdir(parents=True, exist_ok=True)
+    end_year = 2024
+    start = f"{end_year - args.years + 1}-01-01"
+
+    started = time.perf_counter()
+    generate_market(work / "market", stocks, start, f"{end_year}-12-31", seed=2026)
+    generate_seconds = time.perf_counter() - started
+    last_day = drop_last_day(work / "market", work / "parquet")
+    days = len(pq.read_table(next((work / "parquet").glob("*.parquet")), columns=["date"]))
+    stock_days = stocks * days
+    home = work / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PARQUET_DATA_PATH": str(work / "parquet"),
+        "QLIB_DATA_PATH": str(work / "qlib_data"),
+        "PRECOMPUTE_BATCHES": str(args.batches),
+    }
+
+    mark = time.time()
+    full_seconds, full_peak, _ = make_run(env)
+    compute = family_seconds(home, mark)
+    for path in (work / "market").glob("*.parquet"):  # the next trading day arrives for every stock
+        shutil.copy(path, work / "parquet" / path.name)
+    update_seconds, update_peak, _ = make_run(env)
+    columns = len(load_registry().all())
+
+    results = {
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "market": {
+            "stocks": stocks,
+            "trading_days": days,
+            "stock_days": stock_days,
+            "columns": columns,
+            "generate_seconds": round(generate_seconds, 1),
+            "new_day": last_day,
+        },
+        "full_build": {
+            "seconds": round(full_seconds, 1),
+            "stock_days_per_second": round(stock_days / full_seconds),
+            "peak_memory_mb": round(full_peak / 2**20),
+            "family_compute_seconds": round(compute, 1),
+            "share_outside_indicator_computation": round(1 - compute / (2 * full_seconds), 3),
+        },
+        "daily_update": {
+            "seconds": round(update_seconds, 1),
+            "ratio_to_full_build": round(update_seconds / full_seconds, 4),
+            "peak_memory_mb": round(update_peak / 2**20),
+        },
+    }
+    try:
+        from bench.consumers import read_and_backtest  # the consumers' half: reads and backtests
+
+        results.update(read_and_backtest(work / "parquet", work / "qlib_data", n_stocks=min(300, stocks)))
+    except ImportError as exc:
+        results["consumers"] = f"skipped: {exc}"
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nJSON: {args.json}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(results: dict) -> None:
+    for section, values in results.items():
+        print(f"\n[{section}]")
+        if isinstance(values, dict):
+            for key, value in values.items():
+                print(f"  {key:<40} {value}")
+        else:
+            print(f"  {values}")
+
+
+if __name__ == "__main__":
+    main()
