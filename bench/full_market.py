@@ -92,7 +92,7 @@ def family_seconds(dagster_home: Path, since: float) -> float:
     with DagsterInstance.get() as instance:
         for family in FAMILIES:
             records = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=AssetKey(family), after_timestamp=since), limit=100_000
+                AssetRecordsFilter(asset_key=AssetKey(family), after_timestamp=since), limit=10_000
             ).records
             total += sum(r.asset_materialization.metadata["seconds"].value for r in records)
     return total

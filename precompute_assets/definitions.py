@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from precompute_assets.assets import PRECOMPUTE_ASSETS
+from precompute_assets.assets import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
 from precompute_assets.jobs import JOBS
 from precompute_assets.resources import PrecomputeSettings
 from precompute_assets.schedules import daily_update_schedule
@@ -12,6 +12,7 @@ from precompute_assets.sensors import parquet_input_sensor
 
 defs = Definitions(
     assets=PRECOMPUTE_ASSETS,
+    asset_checks=PRECOMPUTE_CHECKS,
     jobs=JOBS,
     sensors=[parquet_input_sensor],
     schedules=[daily_update_schedule],

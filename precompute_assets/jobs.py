@@ -9,6 +9,7 @@ from precompute_assets.assets.calendar import trading_calendar
 from precompute_assets.assets.families import family_assets
 from precompute_assets.assets.manifest import store_manifest
 from precompute_assets.assets.store import qlib_store
+from precompute_assets.assets.summary import store_summary
 from precompute_assets.partitions import stock_buckets
 
 calendar_job = define_asset_job("calendar_job", selection=AssetSelection.assets(trading_calendar))
@@ -18,10 +19,12 @@ bucket_job = define_asset_job(
     partitions_def=stock_buckets,
     description="Bars, the four families and the store for the chosen buckets.",
 )
-manifest_job = define_asset_job("manifest_job", selection=AssetSelection.assets(store_manifest))
+manifest_job = define_asset_job("manifest_job", selection=AssetSelection.assets(store_manifest, store_summary))
 update_job = define_asset_job(
     "precompute_update_job",
-    selection=AssetSelection.assets(trading_calendar, stock_bars, *family_assets, qlib_store, store_manifest),
+    selection=AssetSelection.assets(
+        trading_calendar, stock_bars, *family_assets, qlib_store, store_manifest, store_summary
+    ),
     partitions_def=stock_buckets,
     description="Everything one changed bucket needs, in order: calendar, bucket, manifest (sensor and schedule).",
 )

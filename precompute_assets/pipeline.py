@@ -161,7 +161,9 @@ def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
     result = compute_family_update(family, bars, calendar, updates)
     intermediates.write_frames(work / f"{family}.parquet", result.frames)
     errors = [str(e) for e in result.errors]
-    intermediates.write_notes(work / f"{family}.json", {"errors": errors, "state": result.state})
+    nan_shares = _nan_shares(bars, result.frames)
+    notes = {"errors": errors, "state": result.state, "nan_share": nan_shares}
+    intermediates.write_notes(work / f"{family}.json", notes)
     seconds = time.perf_counter() - started
     rows = sum(len(f) for f in result.frames.values())
     report = StepReport(errors=errors, data_version=_frames_digest(result.frames))
@@ -170,7 +172,7 @@ def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
         "stocks_failed": len({e.code for e in result.errors}),
         "rows": rows,
         "columns": len(load_registry().all(family)),
-        "nan_share_after_warmup": _nan_share_after_warmup(family, result.frames),
+        "nan_share_after_warmup": _mean_share(nan_shares, len(result.frames), len(load_registry().all(family))),
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
     }
@@ -196,6 +198,12 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...]) -> 
     for code, stock_bars in bars.items():
         frames = {f: frames_of[code] for f, frames_of in family_frames.items() if code in frames_of}
         state = {k: v for f in families for k, v in family_notes[f].get("state", {}).get(code, {}).items()}
+        quality = {
+            "input": notes.get("quality", {}).get(code, {}),
+            "nan_share": {
+                k: v for f in families for k, v in family_notes[f].get("nan_share", {}).get(code, {}).items()
+            },
+        }
         try:
             written.append(
                 write_stock(
@@ -208,6 +216,7 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...]) -> 
                     notes["fingerprints"][code],
                     plans[code],
                     state,
+                    quality,
                 )
             )
         except (ValueError, OSError) as exc:
@@ -275,13 +284,28 @@ def _frames_digest(frames: dict[str, pd.DataFrame]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _nan_share_after_warmup(family: str, frames: dict[str, pd.DataFrame]) -> float | None:
-    """Share of NaN among values past each column's warm-up, over the bucket (missing days included)."""
+def _nan_shares(bars: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """Per stock, the share of NaN in each column past its warm-up, on days the input has (not missing days).
+
+    Only columns with some NaN are listed; frames that hold only appended days are left out.
+    """
     registry = load_registry()
-    nan = total = 0
-    for frame in frames.values():
+    shares: dict[str, dict[str, float]] = {}
+    for code, frame in frames.items():
+        if code not in bars or not frame.index.equals(bars[code].index):
+            continue
+        valid = bars[code][["open", "high", "low", "close", "volume"]].notna().all(axis=1).to_numpy()
         for name in frame.columns:
-            values = frame[name].to_numpy()[registry.get(name).warmup :]
-            nan += int(np.isnan(values).sum())
-            total += values.size
-    return round(nan / total, 4) if total else None
+            warmup = registry.get(name).warmup
+            mask = valid.copy()
+            mask[: np.flatnonzero(valid)[warmup] if valid.sum() > warmup else len(mask)] = False
+            if mask.any():
+                share = float(np.isnan(frame[name].to_numpy()[mask]).mean())
+                if share > 0:
+                    shares.setdefault(code, {})[name] = round(share, 4)
+    return shares
+
+
+def _mean_share(shares: dict[str, dict[str, float]], stocks: int, columns: int) -> float | None:
+    cells = stocks * columns
+    return round(sum(sum(s.values()) for s in shares.values()) / cells, 4) if cells else None

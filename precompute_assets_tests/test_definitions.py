@@ -28,6 +28,7 @@ GRAPH = {
     "fundamental": ["stock_bars"],
     "qlib_store": ["alpha158", "fundamental", "qlib_stats", "technical"],
     "store_manifest": ["qlib_store"],
+    "store_summary": ["store_manifest"],
 }
 PARTITIONED = {"stock_parquet_files", "stock_bars", "qlib_stats", "alpha158", "technical", "fundamental", "qlib_store"}
 

@@ -81,3 +81,28 @@ def test_schedule_requests_the_stale_buckets(tmp_path):
     )
     (request,) = daily_update_schedule.evaluate_tick(context).run_requests
     assert request.partition_key == bucket_of("SZ000538", 4)
+
+
+def test_store_summary_and_freshness_check_follow_the_input(tmp_path):
+    from dagster import materialize
+
+    from precompute_assets.assets import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
+
+    parquet = copy_inputs(CODES[:3], tmp_path / "parquet")
+    settings = build_store(parquet, tmp_path / "qlib_data")
+    resources = {
+        "precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(settings.qlib_data_path))
+    }
+    result = materialize([*PRECOMPUTE_ASSETS, *PRECOMPUTE_CHECKS], selection=["store_summary"], resources=resources)
+    summary = result.asset_materializations_for_node("store_summary")[0].metadata
+    assert summary["stocks"].value == 3 and summary["columns_total"].value == 251
+    assert summary["store_current"].value is True and summary["stocks_behind_input"].value == 0
+    assert "Worst stocks" in summary["quality_report"].value
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+
+    copy_inputs(["SZ000538"], parquet)  # a new stock the store does not have yet
+    result = materialize([*PRECOMPUTE_ASSETS, *PRECOMPUTE_CHECKS], selection=["store_summary"], resources=resources)
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["stocks_behind"].value == 1
+    assert "SZ000538" in check.metadata["behind"].value

@@ -6,7 +6,17 @@ from precompute_assets.assets.families import family_assets
 from precompute_assets.assets.input_source import stock_parquet_files
 from precompute_assets.assets.manifest import store_manifest
 from precompute_assets.assets.store import qlib_store
+from precompute_assets.assets.summary import store_is_current, store_summary
 
-PRECOMPUTE_ASSETS = [stock_parquet_files, trading_calendar, stock_bars, *family_assets, qlib_store, store_manifest]
+PRECOMPUTE_ASSETS = [
+    stock_parquet_files,
+    trading_calendar,
+    stock_bars,
+    *family_assets,
+    qlib_store,
+    store_manifest,
+    store_summary,
+]
+PRECOMPUTE_CHECKS = [store_is_current]
 
-__all__ = ["PRECOMPUTE_ASSETS"]
+__all__ = ["PRECOMPUTE_ASSETS", "PRECOMPUTE_CHECKS"]

@@ -39,6 +39,7 @@ def write_stock(
     input_fingerprint: str,
     plan: StockPlan,
     state: Mapping[str, float],
+    quality: Mapping[str, object],
 ) -> StockWrite:
     """Check the family columns against the registry and the bars' dates, then write them.
 
@@ -55,7 +56,7 @@ def write_stock(
             raise ValueError(f"{code}: {family} rows do not match the bars' dates")
         columns.update({name: frame[name] for name in frame.columns})
     expected = [i.name for i in registry.all()]
-    meta = {"last_date": f"{bars.index[-1]:%Y-%m-%d}", "input_fingerprint": input_fingerprint}
+    meta = {"last_date": f"{bars.index[-1]:%Y-%m-%d}", "input_fingerprint": input_fingerprint, "quality": quality}
     if plan.mode == "full":
         fields = dict(base_fields(bars))
         fields.update(
@@ -93,6 +94,8 @@ def _update(
     """Append the plan's new days to every column that is not stale, and replace the stale ones."""
     current = read_stock_meta(layout, code)
     update = plan.update
+    # NaN shares were measured on the full history; the new days do not change them materially
+    meta["quality"] = {**meta["quality"], "nan_share": current.get("quality", {}).get("nan_share", {})}
     indicators = dict(current.get("indicators", {}))
     appends: dict[str, np.ndarray] = {}
     new_rows = 0
