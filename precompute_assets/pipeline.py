@@ -21,6 +21,7 @@ from precompute_assets.bars import BucketBars, load_bars, scan_calendar
 from precompute_assets.buckets import codes_in_bucket
 from precompute_assets.families.update import compute_family_update, tail_start
 from precompute_assets.parquet_input import file_fingerprint, scan_folder
+from precompute_assets.progress import Log, Progress, log_stock, no_log
 from precompute_assets.registry import history_need, load_registry
 from precompute_assets.settings import Settings
 from precompute_assets.store.bucket_state import record_bucket
@@ -86,7 +87,7 @@ def build_calendar(settings: Settings) -> StepReport:
     return report
 
 
-def build_bars(settings: Settings, bucket: str) -> StepReport:
+def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport:
     """Plan each stock of the bucket against the store and leave the bars its plan needs.
 
     Unchanged stocks are not even read; appended stocks keep only the tail their columns' history
@@ -101,7 +102,9 @@ def build_bars(settings: Settings, bucket: str) -> StepReport:
     fingerprints = file_fingerprints(folder.files, codes)
     need = max(history_need(i) for i in registry.all())
     bars, plans, quality, errors = {}, {}, {}, []
+    progress = Progress(f"{bucket} bars", len(codes), log)
     for code in codes:
+        progress.advance()
         loaded: BucketBars = BucketBars()
 
         def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
@@ -149,7 +152,7 @@ def build_bars(settings: Settings, bucket: str) -> StepReport:
     return report
 
 
-def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
+def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log) -> StepReport:
     """Compute one family for the bucket's stocks and leave its columns as an intermediate."""
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
@@ -158,6 +161,7 @@ def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
     bars = intermediates.read_frames(work / "bars.parquet")
     plans = _plans(work)
     updates = {code: plans[code].update for code in bars}
+    log(f"{bucket} {family}: computing {len(bars)} stocks ({sum(u is None for u in updates.values())} in full)")
     result = compute_family_update(family, bars, calendar, updates)
     intermediates.write_frames(work / f"{family}.parquet", result.frames)
     errors = [str(e) for e in result.errors]
@@ -166,6 +170,13 @@ def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
     intermediates.write_notes(work / f"{family}.json", notes)
     seconds = time.perf_counter() - started
     rows = sum(len(f) for f in result.frames.values())
+    failed = {e.code: str(e) for e in result.errors}
+    for code, frame in result.frames.items():
+        outcome = f"failed: {failed[code]}" if code in failed else "ok"
+        share = seconds * len(frame) / rows if rows else 0.0  # families run as one batch: time by rows
+        log_stock(
+            log, bucket=bucket, stock=code, family=family, rows=len(frame), seconds=round(share, 4), outcome=outcome
+        )
     report = StepReport(errors=errors, data_version=_frames_digest(result.frames))
     report.metadata = {
         "stocks": len(result.frames),
@@ -179,7 +190,7 @@ def build_family(settings: Settings, bucket: str, family: str) -> StepReport:
     return report
 
 
-def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...]) -> StepReport:
+def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log: Log = no_log) -> StepReport:
     """Merge the bucket's bars and family columns and write each stock by its plan."""
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
@@ -195,7 +206,9 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...]) -> 
     for family in families:
         errors.extend(family_notes[family].get("errors", []))
     written, failed = [], 0
+    progress = Progress(f"{bucket} store", len(bars), log)
     for code, stock_bars in bars.items():
+        stock_started = time.perf_counter()
         frames = {f: frames_of[code] for f, frames_of in family_frames.items() if code in frames_of}
         state = {k: v for f in families for k, v in family_notes[f].get("state", {}).get(code, {}).items()}
         quality = {
@@ -219,9 +232,16 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...]) -> 
                     quality,
                 )
             )
+            outcome = "ok"
         except (ValueError, OSError) as exc:
             failed += 1
             errors.append(f"{code} store: {exc}")
+            outcome = f"failed: {exc}"
+        seconds = round(time.perf_counter() - stock_started, 4)
+        log_stock(
+            log, bucket=bucket, stock=code, family="store", mode=plans[code].mode, outcome=outcome, seconds=seconds
+        )
+        progress.advance()
     version = input_version(notes.get("fingerprints", {}))
     if not failed:  # a failed commit (disk, I/O) must be retried by the next run
         record_bucket(layout, bucket, version, calendar)

@@ -17,4 +17,4 @@ from precompute_assets.resources import PrecomputeSettings
     description="Cleaned daily bars of the bucket's stocks, aligned to the calendar (an intermediate).",
 )
 def stock_bars(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
-    return materialize_buckets(context, lambda bucket: build_bars(precompute.settings, bucket))
+    return materialize_buckets(context, lambda bucket: build_bars(precompute.settings, bucket, context.log.info))

@@ -27,7 +27,9 @@ def build_family_asset(family: str) -> AssetsDefinition:
         description=f"{_DESCRIPTIONS[family]} {len(load_registry().all(family))} columns.",
     )
     def _family(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
-        return materialize_buckets(context, lambda bucket: build_family(precompute.settings, bucket, family))
+        return materialize_buckets(
+            context, lambda bucket: build_family(precompute.settings, bucket, family, context.log.info)
+        )
 
     return _family
 

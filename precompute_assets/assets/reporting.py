@@ -1,5 +1,6 @@
 """Turn step reports into Dagster materializations, the same way for every asset."""
 
+import resource
 from collections.abc import Callable
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
@@ -20,7 +21,10 @@ def materialize_buckets(context: AssetExecutionContext, step: Callable[[str], St
         for error in report.errors:
             context.log.error(f"{bucket}: {error}")
         context.log.info(f"{bucket}: {report.metadata}")
-    return to_result(_merge(reports))
+    merged = _merge(reports)
+    # ru_maxrss is in KiB on Linux: the step's process at its largest, for sizing workers
+    merged.metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return to_result(merged)
 
 
 def to_result(report: StepReport) -> MaterializeResult:

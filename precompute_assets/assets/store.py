@@ -17,4 +17,6 @@ from precompute_assets.resources import PrecomputeSettings
     description="The bucket's stocks in the Qlib store (QLIB_DATA_PATH/features), one atomic commit per stock.",
 )
 def qlib_store(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
-    return materialize_buckets(context, lambda bucket: write_bucket(precompute.settings, bucket, FAMILIES))
+    return materialize_buckets(
+        context, lambda bucket: write_bucket(precompute.settings, bucket, FAMILIES, context.log.info)
+    )

@@ -1,0 +1,36 @@
+"""Progress and structured per-stock log lines for long steps, through whatever logger the caller gives."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+Log = Callable[[str], None]
+
+
+def no_log(message: str) -> None:
+    """The default for notebook use: steps stay quiet."""
+
+
+class Progress:
+    """Counts stocks through a step; reports done/total, elapsed and time left at most every `every` s."""
+
+    def __init__(self, step: str, total: int, log: Log, every: float = 3.0) -> None:
+        self.step, self.total, self.log, self.every = step, total, log, every
+        self.done = 0
+        self.started = self.last = time.perf_counter()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            elapsed = now - self.started
+            left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+            self.log(f"{self.step}: {self.done}/{self.total} stocks, {elapsed:.1f}s elapsed, ~{left:.0f}s left")
+
+
+def log_stock(log: Log, **fields: object) -> None:
+    """One JSON line per stock and step (stock, family, outcome, seconds...), for log search and alerts."""
+    log(json.dumps(fields, default=str, sort_keys=True))
