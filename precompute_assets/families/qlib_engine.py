@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.families.base import ComputeError, FamilyResult
+from precompute_assets.families.qlib_segments import SEGMENTS, segment_aware_ops
 from precompute_assets.store.base_fields import BASE_FIELDS, base_fields
 from precompute_assets.store.bin_file import write_bin
 from precompute_assets.store.calendar import write_calendar
@@ -53,49 +54,18 @@ def expression_history(expression: str) -> int:
     from qlib.data import ops
 
     ops.register_all_ops(C)
-    parsed = eval(parse_expression(expression), {"Operators": ops.Operators})  # Qlib's own parser, as Qlib does
+    from qlib.utils import parse_field
+
+    parsed = eval(parse_field(expression), {"Operators": ops.Operators})  # Qlib's own parser, as Qlib does
     left, right = parsed.get_extended_window_size()
     if right > 0:
         raise ValueError(f"{expression!r} reads {right} rows after t: not point in time")
     return left + 1
 
 
-# Operators whose value at t, over a stock preceded by NaN rows, equals their value on the stock alone
-# (NaN in, NaN out; rolling windows that skip NaN). Comparisons, IdxMax/IdxMin, Count and the like turn
-# NaN into numbers, and Slope/Rsquare/Resi carry running sums across the gap (a last-bit difference),
-# so expressions using them are evaluated stock by stock.
-_PADDING_SAFE = {
-    "Feature", "Abs", "Sign", "Log", "Power", "Add", "Sub", "Mul", "Div", "Greater", "Less",
-    "Ref", "Mean", "Sum", "Std", "Var", "Max", "Min", "Quantile", "Med", "Corr", "Cov",
-}  # fmt: skip
 MAX_STAGING_ROWS = 150_000  # fake daily dates from 1700 must stay inside pandas' Timestamp range
 FAKE_START = pd.Timestamp("1700-01-01")
-
-
-@functools.cache
-def batchable(expression: str) -> bool:
-    """True when the expression can be evaluated on many stocks laid end to end with NaN gaps."""
-    from qlib.config import C
-    from qlib.data import ops
-
-    ops.register_all_ops(C)
-
-    def safe(node: object) -> bool:
-        if not isinstance(node, ops.Expression):
-            return True  # a number
-        if type(node).__name__ not in _PADDING_SAFE or getattr(node, "N", 1) in (0, None):
-            return False
-        if isinstance(getattr(node, "N", 1), float) or getattr(node, "N", 1) < 0:
-            return False
-        return all(safe(getattr(node, a, None)) for a in ("feature", "feature_left", "feature_right"))
-
-    return safe(eval(parse_expression(expression), {"Operators": ops.Operators}))
-
-
-def parse_expression(expression: str) -> str:
-    from qlib.utils import parse_field
-
-    return parse_field(expression)
+BATCH = "ZZBATCH"
 
 
 def evaluate_expressions(
@@ -106,33 +76,35 @@ def evaluate_expressions(
 ) -> FamilyResult:
     """Columns named like `expressions`' keys for every stock (bars aligned to `calendar`).
 
-    Qlib's cost is mostly per call (instrument x expression), not per row, so padding-safe expressions
-    are evaluated on a few long pseudo-instruments: the batch's stocks end to end, each preceded by
-    enough NaN rows that no window reaches the stock before it. The other expressions go stock by
-    stock. Both read the same base fields and give what `D.features` gives on the store, which the
-    Alpha158 parity tests check bit for bit.
+    Qlib's cost is mostly per call (instrument x operator), not per row, so the batch's stocks are
+    laid end to end as one pseudo-instrument and evaluated in one `D.features` call, with Qlib's rolling
+    operators confined to each stock's segment (`qlib_segments`). If that call fails, the stocks are
+    evaluated one by one to name the ones that fail.
     """
     result = FamilyResult()
     codes = [c for c, bars in bars_by_code.items() if not bars.empty]
     columns: dict[str, dict[str, np.ndarray]] = {code: {} for code in codes}
-    batched = {n: e for n, e in expressions.items() if batchable(e)}
-    per_stock = {n: e for n, e in expressions.items() if n not in batched}
-    pad = max((expression_history(e) for e in batched.values()), default=1)
+    names, fields = list(expressions), list(expressions.values())
+    pad = max((expression_history(e) for e in fields), default=1)  # no window reaches the stock before
     for group in _staging_groups({c: bars_by_code[c] for c in codes}, pad):
         with tempfile.TemporaryDirectory(prefix="qlib_engine_") as tmp:
             staging = _StagingStore(Path(tmp), {c: bars_by_code[c] for c in group}, pad)
-            init_qlib(Path(tmp))
-            if batched:
-                values = _features(staging.chunks, list(batched.values()), staging.calendar)
+            SEGMENTS.clear()
+            SEGMENTS[BATCH.lower()] = [(lo, hi - 1) for lo, hi in staging.spans.values()]
+            init_qlib(Path(tmp), custom_ops=segment_aware_ops())
+            try:
+                values = _features([BATCH], fields, staging.calendar).to_numpy()
                 for code in group:
-                    chunk, lo, hi = staging.spans[code]
-                    block = values.xs(chunk, level="instrument").to_numpy()[lo:hi]
-                    columns[code].update(zip(batched, block.T, strict=True))
-            if per_stock:
-                _evaluate_per_stock(family, group, per_stock, staging.calendar, columns, result)
+                    lo, hi = staging.spans[code]
+                    columns[code].update(zip(names, values[lo:hi].T, strict=True))
+            except Exception:
+                SEGMENTS.clear()
+                _evaluate_per_stock(family, group, expressions, staging.calendar, columns, result)
+            finally:
+                SEGMENTS.clear()
     for code, found in columns.items():
-        if found or not per_stock:
-            frame = pd.DataFrame(found, index=bars_by_code[code].index).reindex(columns=list(expressions))
+        if found:
+            frame = pd.DataFrame(found, index=bars_by_code[code].index).reindex(columns=names)
             result.frames[code] = frame.astype(np.float32).replace([np.inf, -np.inf], np.nan)
     return result
 
@@ -183,26 +155,25 @@ def _staging_groups(bars_by_code: Mapping[str, pd.DataFrame], pad: int) -> list[
 
 class _StagingStore:
     """A temporary Qlib store on a fake daily calendar: each stock as its own instrument, and the
-    same rows again in one pseudo-instrument `ZZBATCH` that holds them all, NaN gaps between them."""
+    same rows again in one pseudo-instrument `ZZBATCH` that holds them all, `pad` NaN rows before each."""
 
     def __init__(self, root: Path, bars_by_code: Mapping[str, pd.DataFrame], pad: int) -> None:
-        self.spans: dict[str, tuple[str, int, int]] = {}
+        self.spans: dict[str, tuple[int, int]] = {}
         fields: dict[str, list[np.ndarray]] = {}
         offset = 0
         per_stock = {}
         for code, bars in bars_by_code.items():
             values = base_fields(bars)
             offset += pad
-            self.spans[code] = ("ZZBATCH", offset, offset + len(bars))
+            self.spans[code] = (offset, offset + len(bars))
             per_stock[code] = (offset, values)
             for name in BASE_FIELDS:
                 fields.setdefault(name, []).extend([np.full(pad, np.nan, np.float32), values[name]])
             offset += len(bars)
         self.calendar = pd.date_range(FAKE_START, periods=offset, freq="D")
-        self.chunks = ["ZZBATCH"]
         layout = StoreLayout(root)
         write_calendar(layout, self.calendar)
-        lines = [self._write(layout, "ZZBATCH", 0, {n: np.concatenate(v) for n, v in fields.items()})]
+        lines = [self._write(layout, BATCH, 0, {n: np.concatenate(v) for n, v in fields.items()})]
         for code, (start, values) in per_stock.items():
             lines.append(self._write(layout, code, start, values))
         layout.instruments_path.parent.mkdir(parents=True, exist_ok=True)
