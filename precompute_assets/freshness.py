@@ -11,7 +11,7 @@ from precompute_assets.buckets import bucket_keys, bucket_of, codes_in_bucket
 from precompute_assets.parquet_input import scan_folder
 from precompute_assets.pipeline import file_fingerprints, input_version
 from precompute_assets.settings import Settings
-from precompute_assets.store.bucket_state import stale_reason
+from precompute_assets.store.bucket_state import marked_for_repair, stale_reason
 from precompute_assets.store.calendar import calendar_fingerprint, read_calendar, read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json, stock_metas
@@ -40,7 +40,8 @@ def stale_buckets(settings: Settings) -> dict[str, StaleBucket]:
     stale = {}
     for bucket in bucket_keys(settings.batches):
         version = input_version(file_fingerprints(files, codes_in_bucket(files, bucket, settings.batches)))
-        reason = "damaged store files" if bucket in damaged else stale_reason(layout, bucket, version, calendar)
+        damaged_here = bucket in damaged or marked_for_repair(layout, bucket)
+        reason = "damaged store files" if damaged_here else stale_reason(layout, bucket, version, calendar)
         if reason:
             key = f"{bucket}:{version}:{calendar_fingerprint(calendar)}:{reason.replace(' ', '_')}"
             stale[bucket] = StaleBucket(bucket, reason, version, key)

@@ -20,11 +20,14 @@ from precompute_assets import intermediates
 from precompute_assets.bars import BucketBars, load_bars, scan_calendar
 from precompute_assets.buckets import codes_in_bucket
 from precompute_assets.families.update import compute_family_update, tail_start
+from precompute_assets.operations.disk_space import ensure_free_space, stock_write_bytes
+from precompute_assets.operations.lock import bucket_lock
 from precompute_assets.parquet_input import file_fingerprint, scan_folder
 from precompute_assets.progress import Log, Progress, log_stock, no_log
 from precompute_assets.registry import history_need, load_registry
 from precompute_assets.settings import Settings
-from precompute_assets.store.bucket_state import record_bucket
+from precompute_assets.store.base_fields import BASE_FIELDS
+from precompute_assets.store.bucket_state import clear_repairs, marked_for_repair, record_bucket
 from precompute_assets.store.bucket_writer import write_stock
 from precompute_assets.store.calendar import publish_calendar, read_working_calendar, write_working_calendar
 from precompute_assets.store.layout import StoreLayout
@@ -101,6 +104,7 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
     codes = codes_in_bucket(folder.files, bucket, settings.batches)
     fingerprints = file_fingerprints(folder.files, codes)
     need = max(history_need(i) for i in registry.all())
+    repairs = marked_for_repair(layout, bucket)
     bars, plans, quality, errors = {}, {}, {}, []
     progress = Progress(f"{bucket} bars", len(codes), log)
     for code in codes:
@@ -116,7 +120,7 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
             return result.bars[code]
 
         try:
-            plan, stock_bars = plan_stock(layout, registry, code, fingerprints[code], calendar, load)
+            plan, stock_bars = plan_stock(layout, registry, code, fingerprints[code], calendar, load, repairs.get(code))
         except _Unreadable:  # skipped with its InputError; whatever the store holds stays as it is
             errors.extend(str(e) for e in loaded.errors)
             continue
@@ -191,7 +195,11 @@ def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log
 
 
 def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log: Log = no_log) -> StepReport:
-    """Merge the bucket's bars and family columns and write each stock by its plan."""
+    """Merge the bucket's bars and family columns and write each stock by its plan.
+
+    Checks the free disk space first (a clear error, nothing written) and holds the bucket's lock
+    while writing, so a second writer of the same bucket, on any host, stops with the holder's name.
+    """
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
     registry = load_registry()
@@ -200,51 +208,45 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
     bars = intermediates.read_frames(work / "bars.parquet")
     notes = intermediates.read_notes(work / "bars.json")
     plans = _plans(work)
-    family_frames = {f: intermediates.read_frames(work / f"{f}.parquet") for f in families}
     family_notes = {f: intermediates.read_notes(work / f"{f}.json") for f in families}
     errors = list(notes.get("errors", []))
     for family in families:
         errors.extend(family_notes[family].get("errors", []))
-    written, failed = [], 0
-    progress = Progress(f"{bucket} store", len(bars), log)
-    for code, stock_bars in bars.items():
-        stock_started = time.perf_counter()
-        frames = {f: frames_of[code] for f, frames_of in family_frames.items() if code in frames_of}
-        state = {k: v for f in families for k, v in family_notes[f].get("state", {}).get(code, {}).items()}
-        quality = {
-            "input": notes.get("quality", {}).get(code, {}),
-            "nan_share": {
-                k: v for f in families for k, v in family_notes[f].get("nan_share", {}).get(code, {}).items()
-            },
-        }
-        try:
-            written.append(
-                write_stock(
-                    layout,
-                    registry,
-                    code,
-                    calendar,
-                    stock_bars,
-                    frames,
-                    notes["fingerprints"][code],
-                    plans[code],
-                    state,
-                    quality,
-                )
-            )
-            outcome = "ok"
-        except (ValueError, OSError) as exc:
-            failed += 1
-            errors.append(f"{code} store: {exc}")
-            outcome = f"failed: {exc}"
-        seconds = round(time.perf_counter() - stock_started, 4)
-        log_stock(
-            log, bucket=bucket, stock=code, family="store", mode=plans[code].mode, outcome=outcome, seconds=seconds
-        )
-        progress.advance()
+    columns = len(registry.all()) + len(BASE_FIELDS) + 1
+    need = sum(stock_write_bytes(len(b), columns) for c, b in bars.items() if plans[c].mode != "skip")
+    ensure_free_space(layout.root, need, f"write bucket {bucket}")
     version = input_version(notes.get("fingerprints", {}))
-    if not failed:  # a failed commit (disk, I/O) must be retried by the next run
-        record_bucket(layout, bucket, version, calendar)
+    with bucket_lock(layout.root, bucket):
+        family_frames = {f: intermediates.read_frames(work / f"{f}.parquet") for f in families}
+        written, failed = [], 0
+        progress = Progress(f"{bucket} store", len(bars), log)
+        for code, stock_bars in bars.items():
+            stock_started = time.perf_counter()
+            frames = {f: frames_of[code] for f, frames_of in family_frames.items() if code in frames_of}
+            notes_of = {f: {k: v.get(code, {}) for k, v in family_notes[f].items() if k != "errors"} for f in families}
+            state = {k: v for n in notes_of.values() for k, v in n.get("state", {}).items()}
+            nan_share = {k: v for n in notes_of.values() for k, v in n.get("nan_share", {}).items()}
+            quality = {"input": notes.get("quality", {}).get(code, {}), "nan_share": nan_share}
+            fingerprint = notes["fingerprints"][code]
+            try:
+                written.append(
+                    write_stock(
+                        layout, registry, code, calendar, stock_bars, frames, fingerprint, plans[code], state, quality
+                    )
+                )
+                outcome = "ok"
+            except (ValueError, OSError) as exc:
+                failed += 1
+                errors.append(f"{code} store: {exc}")
+                outcome = f"failed: {exc}"
+            seconds = round(time.perf_counter() - stock_started, 4)
+            log_stock(
+                log, bucket=bucket, stock=code, family="store", mode=plans[code].mode, outcome=outcome, seconds=seconds
+            )
+            progress.advance()
+        if not failed:  # a failed commit (disk, I/O) must be retried by the next run
+            record_bucket(layout, bucket, version, calendar)
+            clear_repairs(layout, bucket, [w.code for w in written])
     report = StepReport(errors=errors, data_version=version)
     report.metadata = {
         "stocks_written": len(written),

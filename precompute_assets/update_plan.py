@@ -60,11 +60,17 @@ def plan_stock(
     fingerprint: str,
     calendar: pd.DatetimeIndex,
     load_bars: Callable[[], pd.DataFrame],
+    repair: str | None = None,
 ) -> tuple[StockPlan, pd.DataFrame | None]:
-    """The stock's plan and, unless it is skipped, its calendar-aligned bars."""
+    """The stock's plan and, unless it is skipped, its calendar-aligned bars.
+
+    `repair` is why a check marked the stock damaged (a same-size overwrite only a checksum sees).
+    """
     meta = read_stock_meta(layout, code)
     if meta is None:
         return StockPlan(code, "full", "new stock"), load_bars()
+    if repair:
+        return StockPlan(code, "full", f"repair: {repair}"), load_bars()
     if not files_match_meta(layout, code, meta):
         return StockPlan(code, "full", "damaged store files"), load_bars()
     if not _aligned(meta, calendar):

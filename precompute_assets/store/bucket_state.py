@@ -46,3 +46,21 @@ def stale_reason(layout: StoreLayout, bucket: str, input_version: str, calendar:
     if days > len(calendar) or calendar_fingerprint(calendar[:days]) != state["calendar_fingerprint"]:
         return "calendar history changed"
     return None
+
+
+def mark_for_repair(layout: StoreLayout, bucket: str, codes: list[str], reason: str) -> None:
+    """Record stocks a check found damaged; the next run of the bucket rebuilds them in full."""
+    marks = read_json(layout.repair_path(bucket))
+    marks.update({code: reason for code in codes})
+    write_json_atomic(layout.repair_path(bucket), marks)
+
+
+def marked_for_repair(layout: StoreLayout, bucket: str) -> dict[str, str]:
+    return read_json(layout.repair_path(bucket))
+
+
+def clear_repairs(layout: StoreLayout, bucket: str, codes: list[str]) -> None:
+    marks = read_json(layout.repair_path(bucket))
+    if any(code in marks for code in codes):
+        remaining = {code: reason for code, reason in marks.items() if code not in codes}
+        write_json_atomic(layout.repair_path(bucket), remaining)

@@ -46,6 +46,10 @@ class StoreLayout:
     def bucket_state_path(self, bucket: str) -> Path:
         return self.root / ".buckets" / f"{bucket}.json"
 
+    def repair_path(self, bucket: str) -> Path:
+        """Stocks a check found damaged, to be rebuilt by the bucket's next run."""
+        return self.root / ".buckets" / f"{bucket}.repair.json"
+
     def stock_dir(self, code: str) -> Path:
         return self.features_dir / code.lower()
 

@@ -1,0 +1,277 @@
+"""Load stocks with indicators: read the store's bin files, compute only what the store lacks.
+
+Fast path: `StoreReader` reads each field with one `numpy.fromfile`, aligned to the store calendar.
+Fallback: a missing store, stock, column file or date range is computed from the parquet input by
+`fallback.compute_fields` (the precompute's own code and rounding), so both paths give identical
+frames. Each frame's `attrs` says which columns came from where and why; a log line says it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from precompute_assets.codes import canonical_code
+from precompute_assets.consumers.fallback import Computed, compute_fields
+from precompute_assets.consumers.freshness import Freshness, check_freshness
+from precompute_assets.consumers.input_state import InputState, input_calendar, input_state
+from precompute_assets.parquet_input import read_dates
+from precompute_assets.registry import BASE_FIELDS, load_registry
+from precompute_assets.settings import Settings
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.reader import StoreReader
+from precompute_assets.store.stock_commit import read_stock_meta
+
+log = logging.getLogger(__name__)
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+_readers: dict[tuple[str, int, int], StoreReader] = {}
+
+Date = str | pd.Timestamp | None
+
+
+class StockNotFound(LookupError):
+    """Neither the store nor the input has the stock."""
+
+
+@dataclass
+class _Plan:
+    """Where one stock's columns come from: store fields read, fields computed, and why."""
+
+    code: str
+    read: list[str]
+    compute: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def load_stock_data_with_indicators(
+    code: str,
+    start: Date = None,
+    end: Date = None,
+    indicators: Sequence[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    use_precomputed: bool = True,
+) -> pd.DataFrame:
+    """One stock's date-indexed float32 frame: `open high low close volume` plus `indicators`.
+
+    `indicators` are registry names in any case (all registered ones when None) or base fields
+    (`factor`, `vwap`, `amount`); columns keep the caller's spelling. `use_precomputed=False` skips
+    the store and computes every column from the input.
+    """
+    frames, errors = _load([code], start, end, indicators, settings, use_precomputed)
+    if code not in frames:
+        raise StockNotFound(f"{code}: {'; '.join(errors.get(code, ['no data']))}")
+    return frames[code]
+
+
+def load_multiple_stocks_with_indicators(
+    codes: Iterable[str],
+    start: Date = None,
+    end: Date = None,
+    indicators: Sequence[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    use_precomputed: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """Frames of many stocks keyed as given; what must be computed is computed once per family for all.
+
+    Store reads run one after the other: they are numpy/pandas work under the GIL, and threads measured
+    slower (0.60 s sequential vs 0.84 s with 2 threads for 40 stocks x 256 columns on 2 cores).
+
+    A stock neither the store nor the input has is left out with an error in the log.
+    """
+    frames, errors = _load(list(codes), start, end, indicators, settings, use_precomputed)
+    for code, messages in errors.items():
+        if code not in frames:
+            log.error("%s: not loaded: %s", code, "; ".join(messages))
+    return frames
+
+
+def trading_calendar(settings: Settings | None = None) -> pd.DatetimeIndex:
+    """The calendar loaded frames are aligned to: the store's when current, else joined with the input's."""
+    settings = settings or Settings.from_env()
+    layout = StoreLayout(settings.qlib_data_path)
+    reader = _reader(layout)
+    state = input_state(settings.parquet_data_path)
+    if state is None:
+        return reader.calendar if reader is not None else pd.DatetimeIndex([], name="date")
+    freshness = check_freshness(settings, state) if reader is not None else Freshness(stale=False)
+    return _fallback_calendar(reader, state, freshness)
+
+
+def resolve_columns(indicators: Sequence[str] | None) -> dict[str, str]:
+    """Output column name -> store field (lower case): the price columns first, then the indicators."""
+    registry = load_registry()
+    names = registry.names() if indicators is None else list(indicators)
+    columns = {name: name for name in PRICE_COLUMNS}
+    taken = set(columns.values())
+    for name in names:
+        store_field = name.lower() if name.lower() in BASE_FIELDS else registry.get(name).field
+        if store_field not in taken:
+            columns[name] = store_field
+            taken.add(store_field)
+    return columns
+
+
+def _load(
+    codes: list[str],
+    start: Date,
+    end: Date,
+    indicators: Sequence[str] | None,
+    settings: Settings | None,
+    use_precomputed: bool,
+) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    settings = settings or Settings.from_env()
+    columns = resolve_columns(indicators)
+    fields = list(columns.values())
+    layout = StoreLayout(settings.qlib_data_path)
+    reader = _reader(layout)
+    state = input_state(settings.parquet_data_path)
+    freshness = check_freshness(settings, state) if reader is not None else Freshness(stale=False, reason="no store")
+    canonical = {code: canonical_code(code) for code in codes}
+    if reader is None or not use_precomputed:
+        why = f"no store at {layout.root}" if reader is None else "use_precomputed=False"
+        plans = {c: _Plan(c, [], list(fields), why) for c in set(canonical.values())}
+        stored: dict[str, pd.DataFrame] = {}
+    else:
+        stored = {c: reader.read(c, fields, start, end) for c in sorted(set(canonical.values()))}
+        plans = {c: _plan(c, fields, stored[c], reader, layout, state, freshness, start, end) for c in stored}
+    computed = _compute(plans, reader, state, freshness)
+    frames: dict[str, pd.DataFrame] = {}
+    errors: dict[str, list[str]] = {}
+    for code, qlib_code in canonical.items():
+        plan = plans[qlib_code]
+        errors[code] = computed.errors.get(qlib_code, [])
+        if plan.compute and qlib_code not in computed.frames:
+            continue
+        part = stored.get(qlib_code) if not plan.compute or plan.read else None
+        frame = _assemble(plan, part, computed.frames.get(qlib_code), columns, start, end)
+        frame.attrs = _attrs(plan, columns, freshness, errors[code])
+        frames[code] = frame
+    return frames, errors
+
+
+def _reader(layout: StoreLayout) -> StoreReader | None:
+    """The store's reader (its calendar parsed once per calendar file version), None without a store."""
+    try:
+        stat = layout.calendar_path.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(layout.root), stat.st_mtime_ns, stat.st_size)
+    if key not in _readers:
+        _readers[key] = StoreReader(layout)
+    return _readers[key]
+
+
+def _plan(
+    code: str,
+    fields: list[str],
+    stored: pd.DataFrame,
+    reader: StoreReader,
+    layout: StoreLayout,
+    state: InputState | None,
+    freshness: Freshness,
+    start: Date,
+    end: Date,
+) -> _Plan:
+    if stored.columns.empty and not reader.has_stock(code):
+        return _Plan(code, [], list(fields), "stock not in the store")
+    if code in freshness.lagging and state is not None:
+        missing = _dates_missing_from_store(reader, layout, state, code, start, end)
+        if missing:
+            return _Plan(code, [], list(fields), missing)
+    absent = [f for f in fields if f not in stored.columns]
+    if not absent:
+        return _Plan(code, list(fields))
+    return _Plan(code, [f for f in fields if f in stored.columns], absent, f"not in the store: {', '.join(absent)}")
+
+
+def _dates_missing_from_store(
+    reader: StoreReader, layout: StoreLayout, state: InputState, code: str, start: Date, end: Date
+) -> str:
+    """For a stock whose input moved on since the precompute: input dates in the window the store lacks.
+
+    The store shows a stock's rows up to the published calendar (appended rows wait for the manifest).
+    """
+    if code not in state.files:
+        return ""
+    meta = read_stock_meta(layout, code) or {}
+    dates = read_dates(state.files[code], code)
+    window = dates[(dates >= pd.Timestamp(start or dates[0])) & (dates <= pd.Timestamp(end or dates[-1]))]
+    first = pd.Timestamp(meta.get("first_date", pd.Timestamp.max))
+    last = min(pd.Timestamp(meta.get("last_date", pd.Timestamp.min)), reader.calendar[-1])
+    outside = window[(window < first) | (window > last)]
+    if outside.empty:
+        return ""
+    return f"input dates {outside[0]:%Y-%m-%d}..{outside[-1]:%Y-%m-%d} are not in the store (input is newer)"
+
+
+def _compute(
+    plans: dict[str, _Plan],
+    reader: StoreReader | None,
+    state: InputState | None,
+    freshness: Freshness,
+) -> Computed:
+    needed = {code: plan.compute for code, plan in plans.items() if plan.compute}
+    if not needed:
+        return Computed()
+    if state is None:
+        raise FileNotFoundError(
+            f"cannot compute {sorted(needed)} ({plans[next(iter(needed))].reason}): "
+            "the input folder does not exist (set PARQUET_DATA_PATH)"
+        )
+    for code, plan in plans.items():
+        if plan.compute:
+            log.log(
+                logging.INFO if plan.reason == "use_precomputed=False" else logging.WARNING,
+                "%s: computing %d column(s) from the input: %s",
+                code,
+                len(plan.compute),
+                plan.reason,
+            )
+    return compute_fields(state.files, needed, _fallback_calendar(reader, state, freshness))
+
+
+def _fallback_calendar(reader: StoreReader | None, state: InputState, freshness: Freshness) -> pd.DatetimeIndex:
+    """The calendar the precompute would use now: the store's when current, else it joined with the input's."""
+    if reader is not None and not freshness.stale:
+        return reader.calendar
+    stored = reader.calendar if reader is not None else pd.DatetimeIndex([], name="date")
+    return stored.union(input_calendar(state)).rename("date")
+
+
+def _assemble(
+    plan: _Plan,
+    stored: pd.DataFrame | None,
+    computed: pd.DataFrame | None,
+    columns: dict[str, str],
+    start: Date,
+    end: Date,
+) -> pd.DataFrame:
+    if computed is not None:
+        computed = computed.loc[pd.Timestamp(start) if start else None : pd.Timestamp(end) if end else None]
+    if stored is None:
+        base = computed
+    elif computed is None:
+        base = stored
+    else:
+        base = stored.join(computed[plan.compute].reindex(stored.index))
+    fields = list(columns.values())
+    out = base if list(base.columns) == fields else base[fields]
+    return out.set_axis(list(columns), axis=1)
+
+
+def _attrs(plan: _Plan, columns: dict[str, str], freshness: Freshness, errors: list[str]) -> dict[str, object]:
+    by_field = {f: name for name, f in columns.items()}
+    return {
+        "code": plan.code,
+        "from_store": [by_field[f] for f in plan.read],
+        "computed": [by_field[f] for f in plan.compute],
+        "reason": plan.reason,
+        "store_stale": freshness.stale,
+        "errors": list(errors),
+    }

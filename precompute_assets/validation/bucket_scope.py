@@ -1,0 +1,82 @@
+"""What one bucket should hold: its input stocks, its stored stocks, and the calendar they align to.
+
+Validations read the input themselves (never the run's intermediates), so they also judge a store
+that an incremental run only appended to, or one that was damaged after it was written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from precompute_assets.buckets import bucket_of, codes_in_bucket
+from precompute_assets.parquet_input import InputError, StockInput, read_stock, scan_folder
+from precompute_assets.settings import Settings
+from precompute_assets.store.calendar import read_working_calendar
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.stock_commit import align_to_calendar, stored_codes
+
+
+@dataclass
+class BucketScope:
+    """One bucket's stocks in the input and in the store; `bucket=None` means every stock."""
+
+    settings: Settings
+    bucket: str | None
+    _inputs: dict[str, StockInput | InputError] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.bucket or "store"
+
+    @cached_property
+    def layout(self) -> StoreLayout:
+        return StoreLayout(self.settings.qlib_data_path)
+
+    @cached_property
+    def calendar(self) -> pd.DatetimeIndex:
+        """The calendar the buckets write against (it may run ahead of the published one)."""
+        return read_working_calendar(self.layout)
+
+    @cached_property
+    def input_files(self) -> dict[str, Path]:
+        files = scan_folder(self.settings.parquet_data_path).files
+        codes = list(files) if self.bucket is None else codes_in_bucket(files, self.bucket, self.settings.batches)
+        return {code: files[code] for code in sorted(codes)}
+
+    @cached_property
+    def stored(self) -> list[str]:
+        """Codes with a `features/<code>` entry in this bucket (delisted ones included)."""
+        codes = stored_codes(self.layout)
+        return [c for c in codes if self.bucket is None or bucket_of(c, self.settings.batches) == self.bucket]
+
+    def read_input(self, code: str) -> StockInput | InputError:
+        """The stock's cleaned input by the input contract (read once), or why it cannot be used."""
+        if code not in self._inputs:
+            try:
+                self._inputs[code] = read_stock(self.input_files[code], code)
+            except InputError as exc:
+                self._inputs[code] = exc
+        return self._inputs[code]
+
+    def readable_inputs(self) -> dict[str, StockInput]:
+        loaded = {code: self.read_input(code) for code in self.input_files}
+        return {code: stock for code, stock in loaded.items() if isinstance(stock, StockInput)}
+
+    def input_errors(self) -> list[str]:
+        return [
+            str(self.read_input(code)) for code in self.input_files if isinstance(self.read_input(code), InputError)
+        ]
+
+    def aligned_bars(self, code: str) -> pd.DataFrame | None:
+        """The input bars on the calendar, as the families see them; None when they do not fit it."""
+        stock = self.read_input(code)
+        if not isinstance(stock, StockInput):
+            return None
+        try:
+            return align_to_calendar(stock.bars, self.calendar)[1]
+        except (KeyError, ValueError):
+            return None

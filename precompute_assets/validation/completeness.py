@@ -1,0 +1,92 @@
+"""Completeness: every readable input stock, each of its input dates and every registered column is stored.
+
+A stock whose input file breaks the input contract is skipped by design (the run reports why), so it
+is listed, not failed, here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.parquet_input import StockInput
+from precompute_assets.registry import Registry, load_registry
+from precompute_assets.settings import Settings
+from precompute_assets.store.base_fields import BASE_FIELDS
+from precompute_assets.store.stock_commit import read_stock_meta
+from precompute_assets.validation.bucket_scope import BucketScope
+from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
+from precompute_assets.validation.result import ValidationResult
+from precompute_assets.validation.stored_values import file_span
+
+CALENDAR = "calendar"
+
+
+def expected_columns(registry: Registry, stock: StockInput) -> list[str]:
+    """Store fields a stock must have: the base fields (`amount` when its input has one) and every indicator."""
+    base = [*BASE_FIELDS, *(["amount"] if "amount" in stock.bars.columns else [])]
+    return base + [indicator.field for indicator in registry.all()]
+
+
+def validate_completeness(settings: Settings, bucket: str | None) -> ValidationResult:
+    import great_expectations as gx
+
+    scope = BucketScope(settings, bucket)
+    registry = load_registry()
+    inputs = scope.readable_inputs()
+    stored = {code for code in scope.stored if read_stock_meta(scope.layout, code) is not None}
+    stocks = pd.DataFrame({CODE: list(inputs), "stored": [code in stored for code in inputs]})
+    columns = pd.DataFrame(
+        [row for code, stock in inputs.items() if code in stored for row in _coverage(scope, registry, code, stock)],
+        columns=[CODE, COLUMN, "present", "missing_dates", "first_missing"],
+    )
+    session = GxSession(f"completeness.{scope.name}")
+    failures = session.run(
+        "stocks",
+        stocks,
+        [Rule(gx.expectations.ExpectColumnValuesToBeInSet(column="stored", value_set=[True]), "not in the store", "*")],
+        [CODE],
+    )
+    failures += session.run(
+        "columns",
+        columns,
+        [
+            Rule(
+                gx.expectations.ExpectColumnValuesToBeInSet(column="present", value_set=[True]), "no file in the store"
+            ),
+            Rule(
+                gx.expectations.ExpectColumnValuesToBeBetween(column="missing_dates", max_value=0),
+                "input dates missing from the store",
+            ),
+        ],
+        [CODE, COLUMN],
+        ["first_missing"],
+    )
+    checked = {
+        "stocks_in_input": len(scope.input_files),
+        "stocks_checked": len(inputs),
+        "inputs_skipped": scope.input_errors(),
+        "columns_per_stock": len(registry.all()) + len(BASE_FIELDS),
+        "calendar_days": len(scope.calendar),
+    }
+    return ValidationResult("completeness", scope.name, session.summary(), session.expectations, failures, checked)
+
+
+def _coverage(scope: BucketScope, registry: Registry, code: str, stock: StockInput) -> list[tuple]:
+    """One row per expected column (and one for the calendar): is it there, and which input dates does it miss."""
+    dates = stock.bars.index
+    positions = scope.calendar.get_indexer(dates)
+    rows = [(code, CALENDAR, True, *_missing(dates, positions >= 0))]
+    for name in expected_columns(registry, stock):
+        span = file_span(scope.layout, code, name)
+        if span is None:
+            rows.append((code, name, False, 0, ""))
+            continue
+        start, count = span
+        rows.append((code, name, True, *_missing(dates, (positions >= start) & (positions < start + count))))
+    return rows
+
+
+def _missing(dates: pd.DatetimeIndex, covered: np.ndarray) -> tuple[int, str]:
+    missing = np.flatnonzero(~covered)
+    return int(missing.size), (f"{dates[missing[0]]:%Y-%m-%d}" if missing.size else "")

@@ -1,0 +1,127 @@
+"""Consistency: the store holds what its input says.
+
+Base fields must equal the input parquet (cleaned by the input contract, as float32) exactly. For a
+seeded random sample of stocks and indicator columns, the family code recomputes the column from the
+input and the stored values must match it (within float32 rounding: appended days are computed from
+a window of history, not from the first row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.families import compute_family
+from precompute_assets.registry import FAMILIES, Indicator, load_registry
+from precompute_assets.settings import Settings
+from precompute_assets.store.base_fields import base_fields
+from precompute_assets.validation.bucket_scope import BucketScope
+from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
+from precompute_assets.validation.result import ValidationResult
+from precompute_assets.validation.stored_values import read_stored
+
+SAMPLE_STOCKS = 2
+SAMPLE_COLUMNS_PER_FAMILY = 3
+RTOL, ATOL = 1e-5, 1e-6
+PROFILE = [CODE, COLUMN, "mismatches", "first_mismatch", "stored", "expected"]
+
+
+def validate_consistency(
+    settings: Settings,
+    bucket: str | None,
+    *,
+    seed: int = 0,
+    sample_stocks: int = SAMPLE_STOCKS,
+    sample_columns: int = SAMPLE_COLUMNS_PER_FAMILY,
+    indicators: Sequence[str] | None = None,
+) -> ValidationResult:
+    """`indicators` replaces the random column sample (e.g. to re-check the columns a failure named)."""
+    import great_expectations as gx
+
+    scope = BucketScope(settings, bucket)
+    stored = set(scope.stored)
+    bars = {code: b for code in scope.input_files if code in stored and (b := scope.aligned_bars(code)) is not None}
+    base_rows = [row for code, stock_bars in bars.items() for row in _compare_base(scope, code, stock_bars)]
+    rng = np.random.default_rng(seed)
+    codes = sorted(str(c) for c in rng.choice(sorted(bars), size=min(sample_stocks, len(bars)), replace=False))
+    chosen = _sample_indicators(rng, sample_columns, indicators)
+    sample_rows = []
+    for family, family_indicators in chosen.items():
+        result = compute_family(family, {code: bars[code] for code in codes}, scope.calendar, family_indicators)
+        for code, frame in result.frames.items():
+            stored_frame = read_stored(
+                scope.layout, code, [i.field for i in family_indicators], scope.calendar, frame.index
+            )
+            for indicator in (i for i in family_indicators if i.name in frame):  # a failed column: completeness
+                expected = frame[indicator.name].to_numpy(np.float32)
+                sample_rows.append(
+                    _row(code, indicator.field, stored_frame.get(indicator.field), expected, frame.index)
+                )
+
+    mismatch = gx.expectations.ExpectColumnValuesToBeBetween(column="mismatches", max_value=0)
+    session = GxSession(f"consistency.{scope.name}")
+    details = ["first_mismatch", "stored", "expected"]
+    failures = session.run(
+        "base_fields",
+        pd.DataFrame(base_rows, columns=PROFILE),
+        [Rule(mismatch, "differs from the input")],
+        [CODE, COLUMN],
+        details,
+    )
+    failures += session.run(
+        "indicator_sample",
+        pd.DataFrame(sample_rows, columns=PROFILE),
+        [Rule(mismatch, "differs from a recomputation from the input")],
+        [CODE, COLUMN],
+        details,
+    )
+    checked = {
+        "stocks_checked": len(bars),
+        "seed": seed,
+        "sampled_stocks": codes,
+        "sampled_columns": sorted(i.field for family in chosen.values() for i in family),
+    }
+    return ValidationResult("consistency", scope.name, session.summary(), session.expectations, failures, checked)
+
+
+def _sample_indicators(
+    rng: np.random.Generator, per_family: int, names: Sequence[str] | None
+) -> dict[str, list[Indicator]]:
+    registry = load_registry()
+    if names is not None:
+        picked = [registry.get(name) for name in names]
+        return {f: [i for i in picked if i.family == f] for f in FAMILIES if any(i.family == f for i in picked)}
+    chosen = {}
+    for family in FAMILIES:
+        members = registry.all(family)
+        indexes = sorted(rng.choice(len(members), size=min(per_family, len(members)), replace=False))
+        chosen[family] = [members[i] for i in indexes]
+    return {family: indicators for family, indicators in chosen.items() if indicators}
+
+
+def _compare_base(scope: BucketScope, code: str, bars: pd.DataFrame) -> list[tuple]:
+    expected = base_fields(bars)
+    stored = read_stored(scope.layout, code, list(expected), scope.calendar, bars.index)
+    return [_row(code, name, stored.get(name), values, bars.index, exact=True) for name, values in expected.items()]
+
+
+def _row(
+    code: str,
+    field: str,
+    stored: pd.Series | None,
+    expected: np.ndarray,
+    index: pd.DatetimeIndex,
+    *,
+    exact: bool = False,
+) -> tuple:
+    """(code, column, mismatch count, first mismatching date, stored and expected value there)."""
+    values = np.full(len(expected), np.nan, np.float32) if stored is None else stored.to_numpy(np.float32)
+    both_nan = np.isnan(values) & np.isnan(expected)
+    same = values == expected if exact else np.isclose(values, expected, rtol=RTOL, atol=ATOL)
+    bad = np.flatnonzero(~(same | both_nan))
+    if not bad.size:
+        return code, field, 0, "", np.nan, np.nan
+    first = bad[0]
+    return code, field, int(bad.size), f"{index[first]:%Y-%m-%d}", float(values[first]), float(expected[first])

@@ -1,0 +1,167 @@
+"""Integrity: every stored file is the one its stock's commit recorded, and stocks sit right on the calendar.
+
+Each commit records `files: {field: [size, crc32]}`, `start_index`, `rows` and the first and last date
+in `_stock.json`. A truncated, extended, overwritten, missing or stray bin file, an unreadable
+`_stock.json`, or a calendar that no longer puts the stock's first and last row on its recorded dates
+is damage that a re-materialization of the bucket repairs.
+
+`stock_problems` is the plain form (backups, restores, deciding what to rebuild); `validate_integrity`
+runs the same findings through Great Expectations for the asset check.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from precompute_assets.settings import Settings
+from precompute_assets.store.calendar import read_calendar, read_working_calendar
+from precompute_assets.store.layout import FREQ, StoreLayout
+from precompute_assets.store.stock_commit import read_stock_meta
+from precompute_assets.validation.bucket_scope import BucketScope
+from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
+from precompute_assets.validation.result import ValidationResult
+
+META = "_stock.json"
+PUBLISHED, WORKING = "calendars/day.txt", "working calendar"
+PROBLEMS = {
+    "meta_ok": f"{META} missing or unreadable",
+    "listed": f"bin file not recorded in {META}",
+    "exists": f"file recorded in {META} is missing",
+    "size_ok": f"size differs from {META} (truncated or extended)",
+    "crc_ok": f"checksum differs from {META} (overwritten)",
+    "first_ok": "calendar mismatch: the first row is not on the recorded first date",
+    "last_ok": "calendar mismatch: the last row is not on the recorded last date",
+}
+FLAGS = list(PROBLEMS)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One inspected item of a stock (a file, its metadata, or its place on a calendar) and what fails."""
+
+    code: str
+    column: str
+    failed: tuple[str, ...] = ()
+    detail: str = ""
+
+    def row(self) -> tuple:
+        return (self.code, self.column, *(flag not in self.failed for flag in FLAGS), self.detail)
+
+    def problems(self) -> list[str]:
+        return [
+            f"{self.column}: {PROBLEMS[flag]}" + (f" ({self.detail})" if self.detail else "") for flag in self.failed
+        ]
+
+
+@dataclass
+class StoreCalendars:
+    """The published calendar and the working one; `ahead` when an update has appended unpublished days."""
+
+    published: pd.DatetimeIndex
+    working: pd.DatetimeIndex
+
+    def __post_init__(self) -> None:
+        self.ahead = len(self.working) > len(self.published) and self.working[: len(self.published)].equals(
+            self.published
+        )
+
+    @classmethod
+    def read(cls, layout: StoreLayout) -> StoreCalendars:
+        return cls(read_calendar(layout), read_working_calendar(layout))
+
+    def labelled(self) -> dict[str, pd.DatetimeIndex]:
+        same = self.working.equals(self.published)
+        return {PUBLISHED: self.published} if same else {PUBLISHED: self.published, WORKING: self.working}
+
+
+def inspect_stock(
+    layout: StoreLayout, code: str, calendars: StoreCalendars, *, verify_crc: bool = True
+) -> list[Finding]:
+    """Everything checkable about one stored stock; `verify_crc=False` only stats the files (cheap)."""
+    meta = read_stock_meta(layout, code)
+    if meta is None or not isinstance(meta.get("files"), dict):
+        return [Finding(code, META, ("meta_ok",))]
+    findings = [_inspect_file(layout, code, name, entry, verify_crc) for name, entry in meta["files"].items()]
+    directory = layout.stock_dir(code)
+    for path in sorted(directory.glob(f"*.{FREQ}.bin")):
+        name = path.name.split(".")[0]
+        if name not in meta["files"]:
+            findings.append(Finding(code, name, ("listed",), f"{path.stat().st_size} bytes"))
+    for label, dates in calendars.labelled().items():
+        findings.append(_inspect_calendar(code, meta, label, dates, calendars.ahead and label == PUBLISHED))
+    return findings
+
+
+def stock_problems(
+    layout: StoreLayout, code: str, calendars: StoreCalendars | None = None, *, verify_crc: bool = True
+) -> list[str]:
+    """What is damaged in one stored stock, as sentences (empty when it is whole)."""
+    findings = inspect_stock(layout, code, calendars or StoreCalendars.read(layout), verify_crc=verify_crc)
+    return [problem for finding in findings for problem in finding.problems()]
+
+
+def damaged_stocks(layout: StoreLayout, codes: Iterable[str], *, verify_crc: bool = False) -> dict[str, list[str]]:
+    """The stocks among `codes` whose stored files are damaged, with why (cheap by default: sizes only)."""
+    calendars = StoreCalendars.read(layout)
+    found = {code: stock_problems(layout, code, calendars, verify_crc=verify_crc) for code in codes}
+    return {code: problems for code, problems in found.items() if problems}
+
+
+def validate_integrity(settings: Settings, bucket: str | None) -> ValidationResult:
+    import great_expectations as gx
+
+    scope = BucketScope(settings, bucket)
+    calendars = StoreCalendars.read(scope.layout)
+    rows = [finding.row() for code in scope.stored for finding in inspect_stock(scope.layout, code, calendars)]
+    frame = pd.DataFrame(rows, columns=[CODE, COLUMN, *FLAGS, "detail"])
+    rules = [
+        Rule(gx.expectations.ExpectColumnValuesToBeInSet(column=flag, value_set=[True]), problem)
+        for flag, problem in PROBLEMS.items()
+    ]
+    session = GxSession(f"integrity.{scope.name}")
+    failures = session.run("files", frame, rules, [CODE, COLUMN], ["detail"])
+    checked = {
+        "stocks_checked": len(scope.stored),
+        "files_checked": len(frame),
+        "calendar_days": len(calendars.working),
+    }
+    return ValidationResult("integrity", scope.name, session.summary(), session.expectations, failures, checked)
+
+
+def _inspect_file(layout: StoreLayout, code: str, name: str, entry: list[int], verify_crc: bool) -> Finding:
+    size, crc = entry
+    path = layout.bin_path(code, name)
+    try:
+        actual = path.stat().st_size
+    except FileNotFoundError:
+        return Finding(code, name, ("exists",), f"{path.name}")
+    if actual != size:
+        return Finding(code, name, ("size_ok",), f"recorded {size} bytes, found {actual}")
+    if verify_crc and zlib.crc32(path.read_bytes()) != crc:
+        return Finding(code, name, ("crc_ok",), f"{actual} bytes")
+    return Finding(code, name)
+
+
+def _inspect_calendar(code: str, meta: dict, label: str, calendar: pd.DatetimeIndex, pending_tail: bool) -> Finding:
+    """The recorded first/last dates against `calendar` at start_index and start_index + rows - 1.
+
+    With `pending_tail` (the working calendar runs ahead and the published one is its prefix), rows
+    past the published calendar are not published yet: the working calendar must hold them.
+    """
+    start, rows = int(meta.get("start_index", -1)), int(meta.get("rows", 0))
+    failed, details = [], []
+    for flag, day, recorded in (
+        ("first_ok", start, meta.get("first_date")),
+        ("last_ok", start + rows - 1, meta.get("last_date")),
+    ):
+        if pending_tail and day >= len(calendar):
+            continue
+        found = f"{calendar[day]:%Y-%m-%d}" if 0 <= day < len(calendar) else "outside the calendar"
+        if found != str(recorded):
+            failed.append(flag)
+            details.append(f"day {day} is {found}, recorded {recorded}")
+    return Finding(code, label, tuple(failed), "; ".join(details))

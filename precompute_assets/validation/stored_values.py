@@ -1,0 +1,65 @@
+"""A stock's stored columns read straight from its bin files and placed on the working calendar.
+
+The project's `StoreReader` hides rows past the published calendar (an update not yet published);
+validation must see exactly those rows, so it reads the files itself. Damaged files read as far as
+they go: judging them is the integrity check's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.store.bin_file import DTYPE
+from precompute_assets.store.layout import FREQ, StoreLayout
+
+
+def read_stored(
+    layout: StoreLayout, code: str, fields: Iterable[str], calendar: pd.DatetimeIndex, index: pd.DatetimeIndex
+) -> pd.DataFrame:
+    """`fields` (lower case) of one stock on `index` (dates of `calendar`); absent values are NaN."""
+    positions = calendar.get_indexer(index)
+    out: dict[str, np.ndarray] = {}
+    for name in fields:
+        try:
+            data = np.fromfile(layout.bin_path(code, name), dtype=DTYPE)
+        except (FileNotFoundError, ValueError):
+            continue
+        column = np.full(len(index), np.nan, dtype=np.float32)
+        if data.size > 1 and np.isfinite(data[0]):  # an overwritten header places nothing
+            start, values = int(data[0]), data[1:]
+            offset = positions - start
+            inside = (positions >= 0) & (offset >= 0) & (offset < len(values))
+            column[inside] = values[offset[inside]]
+        out[name] = column
+    return pd.DataFrame(out, index=index)
+
+
+def stored_span(calendar: pd.DatetimeIndex, meta: dict) -> pd.DatetimeIndex:
+    """The dates `_stock.json` says the stock covers, clipped to the calendar."""
+    start = int(meta.get("start_index", 0))
+    stop = min(start + int(meta.get("rows", 0)), len(calendar))
+    return calendar[start:stop] if start < stop else pd.DatetimeIndex([], name="date")
+
+
+def stored_fields(layout: StoreLayout, code: str) -> list[str]:
+    """Field names (lower case) with a bin file in the stock's current folder."""
+    directory = layout.stock_dir(code)
+    if not directory.is_dir():
+        return []
+    return sorted(p.name.split(".")[0] for p in directory.glob(f"*.{FREQ}.bin"))
+
+
+def file_span(layout: StoreLayout, code: str, name: str) -> tuple[int, int] | None:
+    """(calendar index of the first row, row count) of one bin file from its header and size; None if absent."""
+    path = layout.bin_path(code, name)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(DTYPE.itemsize)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    start = np.frombuffer(header, dtype=DTYPE)[0] if len(header) == DTYPE.itemsize else np.nan
+    return (int(start), size // DTYPE.itemsize - 1) if np.isfinite(start) else (0, 0)

@@ -1,0 +1,139 @@
+"""The store checks in Dagster: they pass on a materialized bucket, name what an alteration broke, and block.
+
+Partitions are few because conftest sets PRECOMPUTE_BATCHES before `precompute_assets.partitions` loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import copy_inputs
+from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job, materialize
+
+from precompute_assets.assets.bars import stock_bars
+from precompute_assets.assets.calendar import trading_calendar
+from precompute_assets.assets.families import family_assets
+from precompute_assets.assets.manifest import store_manifest
+from precompute_assets.assets.operations import failed_store_checks, store_backup
+from precompute_assets.assets.store import qlib_store
+from precompute_assets.buckets import bucket_of
+from precompute_assets.checks import STORE_CHECKS
+from precompute_assets.partitions import stock_buckets
+from precompute_assets.registry import load_registry
+from precompute_assets.resources import PrecomputeSettings
+from precompute_assets.store.layout import StoreLayout
+
+CODES = ("SH600000", "SZ000001", "SH600519", "SZ000792", "SZ000538", "SZ302132")
+BUCKET = bucket_of("SZ000792", len(stock_buckets.get_partition_keys()))
+IN_BUCKET = sorted(c for c in CODES if bucket_of(c, len(stock_buckets.get_partition_keys())) == BUCKET)
+BUCKET_ASSETS = [stock_bars, *family_assets, qlib_store]
+CHECK_NAMES = {"completeness", "quality", "consistency", "integrity"}
+
+
+def resources_for(parquet: Path, store: Path) -> dict:
+    return {"precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(store))}
+
+
+def run_bucket(resources: dict, instance: DagsterInstance, extra: list | None = None):
+    assert materialize([trading_calendar], resources=resources, instance=instance).success
+    assets = [*BUCKET_ASSETS, *(extra or []), *STORE_CHECKS]
+    return materialize(assets, partition_key=BUCKET, resources=resources, instance=instance, raise_on_error=False)
+
+
+def run_checks_only(resources: dict, instance: DagsterInstance):
+    """Re-validate a bucket without recomputing it: a job of the checks alone, tagged with the partition."""
+    job = define_asset_job("store_checks", selection=AssetSelection.checks(*STORE_CHECKS))
+    defs = Definitions(assets=[qlib_store], asset_checks=STORE_CHECKS, jobs=[job], resources=resources)
+    return defs.resolve_job_def("store_checks").execute_in_process(
+        instance=instance, tags={"dagster/partition": BUCKET}, raise_on_error=False
+    )
+
+
+def evaluations(result) -> dict[str, object]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("checks")
+    parquet = copy_inputs(CODES, root / "parquet")
+    resources = resources_for(parquet, root / "qlib_data")
+    instance = DagsterInstance.ephemeral()
+    return SimpleNamespace(
+        root=root, parquet=parquet, resources=resources, instance=instance, result=run_bucket(resources, instance)
+    )
+
+
+def test_the_checks_pass_on_a_materialized_bucket_and_the_backup_follows(bucket):
+    assert bucket.result.success and len(IN_BUCKET) >= 2
+    found = evaluations(bucket.result)
+    assert set(found) == CHECK_NAMES
+    for name, evaluation in found.items():
+        assert evaluation.passed and evaluation.partition == BUCKET and evaluation.blocking, name
+        metadata = {key: value.value for key, value in evaluation.metadata.items()}
+        assert metadata["gx_statistics"]["evaluated_expectations"] > 0
+        assert metadata["gx_statistics"]["success_percent"] == 100.0
+        assert metadata["failing_stocks"] == [] and metadata["failure_count"] == 0
+    assert found["completeness"].metadata["stocks_checked"].value == len(IN_BUCKET)
+
+    assert failed_store_checks(bucket.instance) == []
+    backup = materialize([store_backup], resources=bucket.resources, instance=bucket.instance)
+    metadata = backup.asset_materializations_for_node("store_backup")[0].metadata
+    assert metadata["stocks"].value == len(IN_BUCKET)
+    assert Path(metadata["path"].value).parent == bucket.root / "backups"
+
+
+def test_an_altered_stored_value_fails_the_checks_naming_stocks_and_columns(bucket, tmp_path):
+    store = tmp_path / "qlib_data"
+    shutil.copytree(bucket.root / "qlib_data", store, symlinks=True)
+    layout = StoreLayout(store)
+    victim, other = IN_BUCKET[-1], IN_BUCKET[0]
+    for code, field, value in ((victim, "rsi14", 150.0), (other, "close", 0.5)):
+        path = layout.bin_path(code, field)
+        data = np.fromfile(path, dtype="<f4")
+        data[500] = value
+        path.write_bytes(data.tobytes())
+
+    instance = DagsterInstance.ephemeral()
+    result = run_checks_only(resources_for(bucket.parquet, store), instance)
+    assert not result.success  # blocking checks with ERROR severity fail the run
+    found = evaluations(result)
+    assert found["completeness"].passed
+    failed = {name: {k: v.value for k, v in found[name].metadata.items()} for name in ("quality", "consistency")}
+    assert failed["quality"]["failing_stocks"] == [victim] and failed["quality"]["failing_columns"] == ["rsi14"]
+    assert failed["consistency"]["failing_stocks"] == [other] and "close" in failed["consistency"]["failing_columns"]
+    assert f"| {victim} | rsi14 | outside [0, 100] |" in failed["quality"]["failures"]
+    integrity = {k: v.value for k, v in found["integrity"].metadata.items()}
+    assert integrity["failing_stocks"] == sorted([victim, other])
+    assert {"rsi14", "close"} == set(integrity["failing_columns"])
+
+    assert failed_store_checks(instance) == [f"{name} on {BUCKET}" for name in ("consistency", "integrity", "quality")]
+    refused = materialize(
+        [store_backup], resources=resources_for(bucket.parquet, store), instance=instance, raise_on_error=False
+    )
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.is_step_failure)
+    assert "not backing up a store that failed validation: consistency on" in failure.event_specific_data.error.message
+
+
+def test_a_failing_check_stops_what_reads_the_bucket(bucket, tmp_path):
+    registry = load_registry()
+    rsi = registry.get("RSI14")
+    registry.add(dataclasses.replace(rsi, compute=lambda bars: rsi.compute(bars) + 200.0), replace=True)
+    try:
+        result = run_bucket(
+            resources_for(bucket.parquet, tmp_path / "qlib_data"), DagsterInstance.ephemeral(), [store_manifest]
+        )
+    finally:
+        registry.add(rsi, replace=True)
+    assert not result.success
+    quality = evaluations(result)["quality"]
+    assert not quality.passed and quality.metadata["failing_stocks"].value == IN_BUCKET
+    assert quality.metadata["failing_columns"].value == ["rsi14"]
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert AssetKey("qlib_store") in materialized and AssetKey("store_manifest") not in materialized

@@ -1,0 +1,214 @@
+"""The core validations on a real store: a clean store passes, and each injected fault is named.
+
+The store is built once per module from six real stocks with the pipeline steps; each test damages
+its own copy. Faults are written straight into the bin files, as a disk or a stray tool would.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import build_store, copy_inputs
+
+from precompute_assets import pipeline
+from precompute_assets.buckets import bucket_keys, bucket_of
+from precompute_assets.registry import FAMILIES
+from precompute_assets.settings import Settings
+from precompute_assets.store.calendar import read_calendar, write_calendar
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.reader import StoreReader
+from precompute_assets.validation.completeness import validate_completeness
+from precompute_assets.validation.consistency import validate_consistency
+from precompute_assets.validation.integrity import damaged_stocks, validate_integrity
+from precompute_assets.validation.quality import validate_quality
+
+VALIDATIONS = (validate_completeness, validate_quality, validate_consistency, validate_integrity)
+
+CODES = ("SH600000", "SH600519", "SZ000001", "SZ000538", "SZ000792", "SZ302132")
+BATCHES = 2
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Six real stocks in two buckets, built by the pipeline steps once per session and shared read-only
+    by the validation and operations tests (the same fixture in each of their modules)."""
+    root = tmp_path_factory.getbasetemp() / "six_stock_store"
+    if not (root / "built").exists():
+        build_store(copy_inputs(CODES, root / "parquet"), root / "qlib_data", batches=BATCHES)
+        (root / "built").touch()
+    return Settings(parquet_data_path=root / "parquet", qlib_data_path=root / "qlib_data", batches=BATCHES)
+
+
+@pytest.fixture
+def store(built: Settings, tmp_path: Path) -> Settings:
+    """A private copy of the built store and its input, free to damage."""
+    shutil.copytree(built.qlib_data_path, tmp_path / "qlib_data", symlinks=True)
+    shutil.copytree(built.parquet_data_path, tmp_path / "parquet")
+    return Settings(parquet_data_path=tmp_path / "parquet", qlib_data_path=tmp_path / "qlib_data", batches=BATCHES)
+
+
+def alter(settings: Settings, code: str, field: str, row: int, value: float) -> str:
+    """Overwrite one stored value in place (same file size); returns its date."""
+    layout = StoreLayout(settings.qlib_data_path)
+    path = layout.bin_path(code, field)
+    data = np.fromfile(path, dtype="<f4")
+    data[1 + row] = value
+    path.write_bytes(data.tobytes())
+    return f"{read_calendar(layout)[int(data[0]) + row]:%Y-%m-%d}"
+
+
+def by_column(result, code: str) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for failure in result.failures:
+        if failure.code == code:
+            found.setdefault(failure.column, []).append(failure)
+    return found
+
+
+def test_a_fresh_store_passes_every_validation_with_a_gx_summary(built):
+    for bucket in bucket_keys(BATCHES):
+        for validate in VALIDATIONS:
+            result = validate(built, bucket)
+            assert result.passed, result.describe()
+            assert result.statistics["evaluated_expectations"] > 0
+            assert result.statistics["success_percent"] == 100.0
+            assert result.expectations and all(e["success"] for e in result.expectations), result.check
+    assert validate_completeness(built, None).checked["stocks_checked"] == len(CODES)
+
+
+def test_an_out_of_range_value_fails_quality_naming_stock_column_and_date(store):
+    date = alter(store, "SZ000792", "rsi14", 800, 150.0)
+    alter(store, "SZ000792", "bollinger_upper", 900, 0.5)  # below the middle band
+    alter(store, "SH600519", "volume", 10, -5.0)
+    result = validate_quality(store, None)
+    assert not result.passed and result.blocking
+    assert result.failing_stocks == ["SH600519", "SZ000792"]
+    assert {"rsi14", "bollinger_upper", "volume"} <= set(result.failing_columns)
+    rsi = by_column(result, "SZ000792")["rsi14"][0]
+    assert rsi.rows == 1 and date in rsi.example and "150" in rsi.example and "[0, 100]" in rsi.problem
+    assert result.statistics["unsuccessful_expectations"] >= 3
+
+
+def test_infinities_fail_quality_and_a_high_nan_share_only_warns(store):
+    assert bucket_of("SH600000", BATCHES) != bucket_of("SZ000538", BATCHES)
+    alter(store, "SH600000", "alpha_010", 100, np.inf)
+    path = StoreLayout(store.qlib_data_path).bin_path("SZ000538", "cci")
+    data = np.fromfile(path, dtype="<f4")
+    data[1 + len(data) // 2 :] = np.nan  # half the column lost
+    path.write_bytes(data.tobytes())
+    result = validate_quality(store, None)
+    infinite = by_column(result, "SH600000")["alpha_010"][0]
+    assert infinite.blocking and infinite.problem == "infinite values"
+    nan_share = by_column(result, "SZ000538")["cci"][0]
+    assert not nan_share.blocking and "NaN share" in nan_share.problem
+    only_warning = validate_quality(store, bucket_of("SZ000538", BATCHES))
+    assert not only_warning.passed and not only_warning.blocking
+
+
+def test_an_altered_base_field_or_indicator_fails_consistency_naming_them(store):
+    date = alter(store, "SH600000", "close", 1234, 1.0)
+    alter(store, "SZ000538", "alpha_001", 2000, 0.987)
+    result = validate_consistency(store, None, indicators=["alpha_001", "RSI14"], sample_stocks=len(CODES))
+    assert result.failing_stocks == ["SH600000", "SZ000538"]
+    close = by_column(result, "SH600000")["close"][0]
+    assert close.problem == "differs from the input" and f"first_mismatch={date}" in close.example
+    assert "stored=1" in close.example
+    assert by_column(result, "SZ000538")["alpha_001"][0].problem == "differs from a recomputation from the input"
+    assert "rsi14" in result.checked["sampled_columns"] and result.checked["sampled_stocks"] == sorted(CODES)
+
+
+def test_the_indicator_sample_is_seeded_and_catches_an_alteration_it_draws(store):
+    first = validate_consistency(store, None, seed=7)
+    assert first.checked["sampled_columns"] != validate_consistency(store, None, seed=8).checked["sampled_columns"]
+    code, column = first.checked["sampled_stocks"][0], first.checked["sampled_columns"][0]
+    alter(store, code, column, 3000, 12345.0)
+    again = validate_consistency(store, None, seed=7)
+    assert again.checked == first.checked  # the same seed draws the same sample
+    assert (code, column) in {(f.code, f.column) for f in again.failures}
+
+
+def test_completeness_names_a_missing_stock_a_missing_column_and_missing_dates(store):
+    layout = StoreLayout(store.qlib_data_path)
+    layout.stock_dir("SZ302132").unlink()  # the stock is gone from features/
+    layout.bin_path("SH600519", "kdj_k").unlink()
+    frame = pd.read_parquet(store.parquet_data_path / "SZ000001.parquet")
+    extra = frame.iloc[[-1]].assign(date=pd.Timestamp("2026-06-01"))
+    pd.concat([frame, extra]).to_parquet(store.parquet_data_path / "SZ000001.parquet")
+    result = validate_completeness(store, None)
+    assert result.failing_stocks == ["SH600519", "SZ000001", "SZ302132"]
+    assert by_column(result, "SZ302132")["*"][0].problem == "not in the store"
+    assert by_column(result, "SH600519")["kdj_k"][0].problem == "no file in the store"
+    missing = by_column(result, "SZ000001")
+    assert "first_missing=2026-06-01" in missing["calendar"][0].example and "close" in missing
+
+
+def test_a_bucket_with_an_unreadable_input_lists_it_without_failing(store):
+    (store.parquet_data_path / "SZ000538.parquet").write_bytes(b"not parquet")
+    result = validate_completeness(store, bucket_of("SZ000538", BATCHES))
+    assert result.passed
+    assert any("SZ000538" in line and "unreadable" in line for line in result.checked["inputs_skipped"])
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("truncate", "size differs"),
+        ("overwrite", "checksum differs"),
+        ("delete", "is missing"),
+        ("stray", "not recorded"),
+    ],
+)
+def test_integrity_names_a_damaged_file(store, damage, problem):
+    layout = StoreLayout(store.qlib_data_path)
+    path = layout.bin_path("SZ000792", "macd")
+    payload = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(payload[:-40])
+    elif damage == "overwrite":
+        path.write_bytes(payload[:400] + b"\x00" * 8 + payload[408:])
+    elif damage == "delete":
+        path.unlink()
+    else:
+        (path.parent / "extra.day.bin").write_bytes(payload)
+    result = validate_integrity(store, bucket_of("SZ000792", BATCHES))
+    assert result.failing_stocks == ["SZ000792"]
+    column = "extra" if damage == "stray" else "macd"
+    assert [f.column for f in result.failures] == [column] and problem in result.failures[0].problem
+    cheap = damaged_stocks(layout, CODES, verify_crc=damage == "overwrite")
+    assert list(cheap) == ["SZ000792"] and problem in cheap["SZ000792"][0]
+
+
+def test_integrity_names_every_stock_a_calendar_mismatch_misplaces(store):
+    layout = StoreLayout(store.qlib_data_path)
+    calendar = read_calendar(layout)
+    write_calendar(layout, calendar.delete(2000))  # a day lost from calendars/day.txt
+    result = validate_integrity(store, None)
+    assert result.failing_stocks == sorted(CODES)  # every stock spans that day
+    assert set(result.failing_columns) == {"calendars/day.txt"}
+    assert all("calendar mismatch" in f.problem for f in result.failures)
+
+
+def test_a_damaged_bucket_is_repaired_by_rebuilding_only_that_bucket(store, built):
+    layout = StoreLayout(store.qlib_data_path)
+    bucket = bucket_of("SZ000538", BATCHES)
+    other = [c for c in CODES if bucket_of(c, BATCHES) != bucket]
+    before = {code: layout.stock_dir(code).resolve() for code in other}
+    layout.bin_path("SZ000538", "rsi14").write_bytes(layout.bin_path("SZ000538", "rsi14").read_bytes()[:100])
+    layout.bin_path("SZ302132", "close").unlink()
+    assert set(damaged_stocks(layout, CODES)) == {"SZ000538", "SZ302132"}
+
+    pipeline.build_bars(store, bucket)
+    for family in FAMILIES:
+        pipeline.build_family(store, bucket, family)
+    pipeline.write_bucket(store, bucket, FAMILIES)
+
+    assert validate_integrity(store, None).passed
+    assert {code: layout.stock_dir(code).resolve() for code in other} == before  # the other bucket untouched
+    fresh, repaired = StoreReader(StoreLayout(built.qlib_data_path)), StoreReader(layout)
+    for code in ("SZ000538", "SZ302132"):
+        fields = fresh.fields(code)
+        pd.testing.assert_frame_equal(repaired.read(code, fields), fresh.read(code, fields))
