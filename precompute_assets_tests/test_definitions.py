@@ -29,6 +29,8 @@ GRAPH = {
     "qlib_store": ["alpha158", "fundamental", "qlib_stats", "technical"],
     "store_manifest": ["qlib_store"],
     "store_summary": ["store_manifest"],
+    "backtest_report": ["store_manifest"],
+    "trained_model": ["store_manifest"],
 }
 PARTITIONED = {"stock_parquet_files", "stock_bars", "qlib_stats", "alpha158", "technical", "fundamental", "qlib_store"}
 
