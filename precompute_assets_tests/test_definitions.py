@@ -85,3 +85,31 @@ def test_materialize_one_partition_through_the_definitions(tmp_path):
     reader = StoreReader(StoreLayout(tmp_path / "q"))
     assert reader.has_stock("SZ000792")
     assert {"close", "rsi14", "alpha_158", "mean_60", "price_change"} <= set(reader.fields("SZ000792"))
+
+
+def test_a_transient_error_in_a_bucket_step_is_retried(tmp_path, monkeypatch):
+    from dagster import materialize
+
+    import precompute_assets.assets.bars as bars_asset
+    from precompute_assets.assets import PRECOMPUTE_ASSETS
+
+    parquet = copy_inputs(["SH600000"], tmp_path / "parquet")
+    resources = {"precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(tmp_path / "q"))}
+    instance = DagsterInstance.ephemeral()
+    assert materialize(
+        PRECOMPUTE_ASSETS, selection=["trading_calendar"], resources=resources, instance=instance
+    ).success
+    real, attempts = bars_asset.build_bars, []
+
+    def flaky(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("simulated: NFS server not responding")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bars_asset, "build_bars", flaky)
+    bucket = bucket_of("SH600000", 4)
+    result = materialize(
+        PRECOMPUTE_ASSETS, selection=["stock_bars"], partition_key=bucket, resources=resources, instance=instance
+    )
+    assert result.success and len(attempts) == 2
