@@ -40,8 +40,12 @@ def _merge(reports: dict[str, StepReport]) -> StepReport:
     for report in reports.values():
         merged.errors.extend(report.errors)
         for key, value in report.metadata.items():
+            if value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 merged.metadata.setdefault(key, value)
+            elif "share" in key or key.endswith("per_second"):  # rates: the worst bucket, not a sum
+                merged.metadata[key] = max(merged.metadata.get(key, value), value)
             else:
                 merged.metadata[key] = merged.metadata.get(key, 0) + value
     return merged

@@ -91,7 +91,8 @@ def evaluate_expressions(
             staging = _StagingStore(Path(tmp), {c: bars_by_code[c] for c in group}, pad)
             SEGMENTS.clear()
             SEGMENTS[BATCH.lower()] = [(lo, hi - 1) for lo, hi in staging.spans.values()]
-            init_qlib(Path(tmp), custom_ops=segment_aware_ops())
+            # ERROR: Qlib warns once per operator that the segment-aware ones override its own
+            init_qlib(Path(tmp), custom_ops=segment_aware_ops(), logging_level=logging.ERROR)
             try:
                 values = _features([BATCH], fields, staging.calendar).to_numpy()
                 for code in group:
