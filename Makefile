@@ -22,7 +22,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m precompute_assets.make_run
 
-test: install
+test: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

@@ -21,6 +21,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -28,7 +30,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from precompute_assets.parquet_input import scan_folder  # noqa: E402
 from precompute_assets.registry import FAMILIES, load_registry  # noqa: E402
+from precompute_assets.settings import Settings  # noqa: E402
 from precompute_assets.synthetic import generate_market  # noqa: E402
 
 TRADING_DAYS_PER_YEAR = 244
@@ -111,14 +115,14 @@ def drop_last_day(source: Path, target: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stocks", type=int, default=5000)
+    parser.add_argument("--stocks", type=int, default=None, help="default 5,000 (500 with --small)")
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--small", action="store_true", help="500 stocks x 10 years")
     parser.add_argument("--batches", type=int, default=64)
     parser.add_argument("--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "full_market.json")
     args = parser.parse_args()
-    stocks = 500 if args.small else args.stocks
+    stocks = args.stocks or (500 if args.small else 5000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_full_market_"))
     work.mkdir(parents=True, exist_ok=True)
     end_year = 2024
@@ -139,6 +143,7 @@ def main() -> None:
         "PARQUET_DATA_PATH": str(work / "parquet"),
         "QLIB_DATA_PATH": str(work / "qlib_data"),
         "PRECOMPUTE_BATCHES": str(args.batches),
+        "PRECOMPUTE_BACKUP_AFTER_RUN": "0",  # a backup copies the whole store: not part of a build
     }
 
     mark = time.time()
@@ -172,12 +177,8 @@ def main() -> None:
             "peak_memory_mb": round(update_peak / 2**20),
         },
     }
-    try:
-        from bench.consumers import read_and_backtest  # the consumers' half: reads and backtests
-
-        results.update(read_and_backtest(work / "parquet", work / "qlib_data", n_stocks=min(300, stocks)))
-    except ImportError as exc:
-        results["consumers"] = f"skipped: {exc}"
+    settings = Settings(work / "parquet", work / "qlib_data", args.batches)
+    results.update(read_and_backtest(settings, n_stocks=min(300, stocks), wide=work / "wide.parquet"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     print_table(results)
@@ -186,12 +187,55 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def read_and_backtest(settings: Settings, n_stocks: int, wide: Path) -> dict:
+    """All stored columns of `n_stocks` through the loader, on the fly, and from one wide Parquet file;
+    then each strategy with and without the store. Ratios are against the store's time."""
+    import pandas as pd
+
+    from precompute_assets.consumers import STRATEGIES, load_multiple_stocks_with_indicators, run_backtest
+
+    codes = sorted(scan_folder(settings.parquet_data_path).files)[:n_stocks]
+    frames = load_multiple_stocks_with_indicators(codes, settings=settings)
+    pd.concat(frames, names=["code"]).to_parquet(wide)
+    store = timed(lambda: load_multiple_stocks_with_indicators(codes, settings=settings))
+    parquet = timed(lambda: pd.read_parquet(wide))
+    computed = timed(lambda: load_multiple_stocks_with_indicators(codes, settings=settings, use_precomputed=False))
+    read = {
+        "stocks": len(codes),
+        "columns": len(next(iter(frames.values())).columns),
+        "store_seconds": round(store, 2),
+        "computed_seconds": round(computed, 2),
+        "wide_parquet_seconds": round(parquet, 2),
+        "computed_over_store": round(computed / store, 1),
+        "store_over_wide_parquet": round(store / parquet, 2),
+    }
+    calendar = next(iter(frames.values())).index
+    start, end = calendar[0], calendar[-1]
+    backtests = {}
+    for name in STRATEGIES:
+        params = {"topk": max(1, len(codes) // 10), "n_drop": 2} if name == "multi_factor" else {}
+        with_store = timed(partial(run_backtest, name, codes, start, end, True, settings=settings, **params))
+        without = timed(partial(run_backtest, name, codes, start, end, False, settings=settings, **params))
+        backtests[name] = {
+            "with_store_seconds": round(with_store, 2),
+            "without_seconds": round(without, 2),
+            "speedup": round(without / with_store, 1),
+        }
+    return {"read": read, "backtest": backtests}
+
+
 def print_table(results: dict) -> None:
     for section, values in results.items():
         print(f"\n[{section}]")
         if isinstance(values, dict):
             for key, value in values.items():
-                print(f"  {key:<40} {value}")
+                print(f"  {key:<40} {json.dumps(value) if isinstance(value, dict) else value}")
         else:
             print(f"  {values}")
 

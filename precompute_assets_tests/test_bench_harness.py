@@ -1,0 +1,49 @@
+"""The full-market harness runs end to end in --small mode (correctness of the harness only, no timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_full_market_harness_small_mode(tmp_path):
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "full_market.py"),
+            "--small",
+            "--stocks",
+            "40",
+            "--years",
+            "2",
+            "--batches",
+            "4",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["market"]["stocks"] == 40 and result["market"]["columns"] == 251
+    assert result["full_build"]["stock_days_per_second"] > 0 and result["full_build"]["peak_memory_mb"] > 0
+    assert 0 < result["daily_update"]["ratio_to_full_build"]
+    assert result["read"]["stocks"] == 40 and set(result["backtest"]) == {
+        "ma_cross",
+        "rsi",
+        "macd",
+        "bollinger",
+        "multi_factor",
+    }
+    assert "| full_build" in done.stdout or "[full_build]" in done.stdout
