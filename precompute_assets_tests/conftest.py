@@ -66,3 +66,14 @@ def fast_store(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("fast_store")
     parquet = copy_inputs(FAST_CODES, root / "parquet")
     return build_store(parquet, root / "qlib_data")
+
+
+SIX_CODES = ("SH600000", "SH600519", "SZ000001", "SZ000538", "SZ000792", "SZ302132")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    """Six real stocks in two buckets, built once per session and shared read-only by the validation and
+    operations tests (each copies it before damaging anything)."""
+    root = tmp_path_factory.mktemp("six_stock_store")
+    return build_store(copy_inputs(SIX_CODES, root / "parquet"), root / "qlib_data", batches=2)

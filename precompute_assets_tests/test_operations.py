@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import build_store, copy_inputs
 
 from precompute_assets.operations.__main__ import main
 from precompute_assets.operations.backup import BackupError, create_backup, list_backups, prune_backups
@@ -31,17 +30,6 @@ from precompute_assets.validation.integrity import validate_integrity
 CODES = ("SH600000", "SH600519", "SZ000001", "SZ000538", "SZ000792", "SZ302132")
 BATCHES = 2
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Six real stocks in two buckets, built by the pipeline steps once per session and shared read-only
-    by the validation and operations tests (the same fixture in each of their modules)."""
-    root = tmp_path_factory.getbasetemp() / "six_stock_store"
-    if not (root / "built").exists():
-        build_store(copy_inputs(CODES, root / "parquet"), root / "qlib_data", batches=BATCHES)
-        (root / "built").touch()
-    return Settings(parquet_data_path=root / "parquet", qlib_data_path=root / "qlib_data", batches=BATCHES)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import build_store, copy_inputs
 
 from precompute_assets.buckets import bucket_of
 from precompute_assets.operations.cleanup import cleanup
@@ -34,17 +33,6 @@ from precompute_assets.validation.integrity import validate_integrity
 CODES = ("SH600000", "SH600519", "SZ000001", "SZ000538", "SZ000792", "SZ302132")
 BATCHES = 2
 SPAWN = multiprocessing.get_context("spawn")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Six real stocks in two buckets, built by the pipeline steps once per session and shared read-only
-    by the validation and operations tests (the same fixture in each of their modules)."""
-    root = tmp_path_factory.getbasetemp() / "six_stock_store"
-    if not (root / "built").exists():
-        build_store(copy_inputs(CODES, root / "parquet"), root / "qlib_data", batches=BATCHES)
-        (root / "built").touch()
-    return Settings(parquet_data_path=root / "parquet", qlib_data_path=root / "qlib_data", batches=BATCHES)
 
 
 @pytest.fixture
