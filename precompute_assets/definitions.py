@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions
 
 from precompute_assets.assets import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
 from precompute_assets.assets.operations import OPERATIONS_ASSETS, OPERATIONS_JOBS, OPERATIONS_SCHEDULES
 from precompute_assets.checks import STORE_CHECKS
+from precompute_assets.executors import executor_from_env
 from precompute_assets.jobs import JOBS
 from precompute_assets.resources import PrecomputeSettings
 from precompute_assets.schedules import daily_update_schedule
@@ -19,7 +20,7 @@ defs = Definitions(
     sensors=[parquet_input_sensor],
     schedules=[daily_update_schedule, *OPERATIONS_SCHEDULES],
     resources={"precompute": PrecomputeSettings.from_env()},
-    # Parallelism is across bucket runs (two at a time, see deploy/dagster.yaml); a step subprocess per
-    # asset would cost more in Python start-up than most bucket steps take.
-    executor=in_process_executor,
+    # PRECOMPUTE_EXECUTOR picks where steps run: in_process (default; parallelism is across bucket runs,
+    # two at a time, see deploy/dagster.yaml), multiprocess, or celery (docs/deploy.md).
+    executor=executor_from_env(),
 )
