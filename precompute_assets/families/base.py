@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from precompute_assets.registry import Indicator
+from precompute_assets.registry import Compute, History, Indicator, register_indicator
+
+IndicatorRow = tuple[str, Compute, str, int, History, dict[str, object]]
+"""name, compute, one-line formula, warm-up rows, history kind, parameters: one table row per column."""
 
 REQUIRED = ("open", "high", "low", "close", "volume")
 
@@ -74,3 +77,19 @@ def compute_per_stock(
         frame = frame.replace([np.inf, -np.inf], np.nan).astype(dtype)
         result.frames[code] = frame
     return result
+
+
+def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None:
+    """Register a pandas family's table of columns, in order (the order is the store's column order)."""
+    for name, compute, formula, warmup, history, params in rows:
+        register_indicator(
+            name,
+            family,
+            formula=formula,
+            compute=compute,
+            version="1",
+            warmup=warmup,
+            history=history,
+            params=params,
+            added=added,
+        )

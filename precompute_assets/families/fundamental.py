@@ -8,13 +8,12 @@ yields NaN or inf, which the family runner stores as NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from precompute_assets.registry import History, register_indicator
+from precompute_assets.families.base import IndicatorRow, register_rows
 
 FAMILY = "fundamental"
 ADDED = "2026-11-25"
@@ -87,7 +86,7 @@ def close_ratio(bars: pd.DataFrame, field: str) -> pd.Series:
 
 # fmt: off
 # name, compute, formula, warm-up rows, history, params
-INDICATORS: list[tuple[str, Callable[[pd.DataFrame], pd.Series], str, int, History, dict[str, object]]] = [
+INDICATORS: list[IndicatorRow] = [
     ("price_change", price_change, "c / c[t-1] - 1", 1, "windowed", {"n": 1}),
     ("price_change_5d", partial(price_change, n=5), "c / c[t-5] - 1", 5, "windowed", {"n": 5}),
     ("price_change_20d", partial(price_change, n=20), "c / c[t-20] - 1", 20, "windowed", {"n": 20}),
@@ -112,15 +111,4 @@ INDICATORS: list[tuple[str, Callable[[pd.DataFrame], pd.Series], str, int, Histo
 ]
 # fmt: on
 
-for _name, _compute, _formula, _warmup, _history, _params in INDICATORS:
-    register_indicator(
-        _name,
-        FAMILY,
-        formula=_formula,
-        compute=_compute,
-        version="1",
-        warmup=_warmup,
-        history=_history,
-        params=_params,
-        added=ADDED,
-    )
+register_rows(FAMILY, INDICATORS, ADDED)

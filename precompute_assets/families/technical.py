@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from precompute_assets.registry import History, register_indicator
+from precompute_assets.families.base import IndicatorRow, register_rows
 
 FAMILY = "technical"
 ADDED = "2026-11-25"
@@ -207,7 +207,7 @@ _K = (
 
 # fmt: off
 # name, compute, formula, warm-up rows, history, params
-INDICATORS: list[tuple[str, Callable[[pd.DataFrame], pd.Series], str, int, History, dict[str, object]]] = [
+INDICATORS: list[IndicatorRow] = [
     ("MA5", partial(sma, n=5), "talib.SMA(c, 5)", 4, "windowed", {"timeperiod": 5}),
     ("MA10", partial(sma, n=10), "talib.SMA(c, 10)", 9, "windowed", {"timeperiod": 10}),
     ("MA20", partial(sma, n=20), "talib.SMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
@@ -254,15 +254,4 @@ INDICATORS: list[tuple[str, Callable[[pd.DataFrame], pd.Series], str, int, Histo
 ]
 # fmt: on
 
-for _name, _compute, _formula, _warmup, _history, _params in INDICATORS:
-    register_indicator(
-        _name,
-        FAMILY,
-        formula=_formula,
-        compute=_compute,
-        version="1",
-        warmup=_warmup,
-        history=_history,
-        params=_params,
-        added=ADDED,
-    )
+register_rows(FAMILY, INDICATORS, ADDED)
