@@ -5,8 +5,10 @@ import json
 from dagster import (
     AssetKey,
     AssetObservation,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -29,6 +31,20 @@ def bucket_run_request(stale: StaleBucket) -> RunRequest:
     )
 
 
+UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def buckets_with_unfinished_runs(context: SensorEvaluationContext) -> set[str]:
+    """Buckets a queued or running update run will bring up to date: asking again would do the work twice."""
+    runs = context.instance.get_runs(RunsFilter(job_name=update_job.name, statuses=UNFINISHED))
+    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+
+
 @sensor(
     job=update_job,
     default_status=DefaultSensorStatus.RUNNING,
@@ -47,7 +63,9 @@ def parquet_input_sensor(context: SensorEvaluationContext, precompute: Precomput
         if cursor["observed"].get(bucket) != version
     ]
     cursor["observed"] = versions
-    new = [s for s in stale_buckets(settings).values() if cursor["requested"].get(s.bucket) != s.run_key]
+    busy = buckets_with_unfinished_runs(context)
+    stale = [s for s in stale_buckets(settings).values() if s.bucket not in busy]
+    new = [s for s in stale if cursor["requested"].get(s.bucket) != s.run_key]
     cursor["requested"].update({s.bucket: s.run_key for s in new})
     if new:
         context.log.info(f"requesting {len(new)} bucket run(s): " + ", ".join(f"{s.bucket} ({s.reason})" for s in new))

@@ -106,3 +106,24 @@ def test_store_summary_and_freshness_check_follow_the_input(tmp_path):
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["stocks_behind"].value == 1
     assert "SZ000538" in check.metadata["behind"].value
+
+
+def test_sensor_leaves_a_bucket_alone_while_a_run_for_it_is_unfinished(tmp_path):
+    from dagster import DagsterRun, DagsterRunStatus
+
+    parquet = copy_inputs(CODES[:3], tmp_path / "parquet")
+    settings = build_store(parquet, tmp_path / "qlib_data")
+    resources = {
+        "precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(settings.qlib_data_path))
+    }
+    copy_inputs(["SZ000538"], parquet)  # a new listing makes its bucket stale
+    bucket = bucket_of("SZ000538", 4)
+    instance = DagsterInstance.ephemeral()
+    running = DagsterRun(
+        job_name="precompute_update_job", status=DagsterRunStatus.STARTED, tags={"dagster/partition": bucket}
+    )
+    instance.add_run(running)
+    assert tick(instance, resources, None).run_requests == []
+    instance.report_run_canceled(running)
+    (request,) = tick(instance, resources, None).run_requests
+    assert request.partition_key == bucket
