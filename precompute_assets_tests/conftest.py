@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Few partitions keep Dagster-level tests quick; must be set before precompute_assets.partitions loads.
@@ -77,3 +78,9 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     operations tests (each copies it before damaging anything)."""
     root = tmp_path_factory.mktemp("six_stock_store")
     return build_store(copy_inputs(SIX_CODES, root / "parquet"), root / "qlib_data", batches=2)
+
+
+def leading_nans(values: np.ndarray) -> int:
+    """Rows of NaN before the first value: an indicator's measured warm-up."""
+    valid = np.flatnonzero(~np.isnan(values))
+    return int(valid[0]) if valid.size else len(values)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import leading_nans
 
 import precompute_assets.families.fundamental  # noqa: F401 - registers the family
 from precompute_assets.families.base import compute_per_stock
@@ -90,11 +91,6 @@ def numpy_feature(name: str, bars: pd.DataFrame) -> np.ndarray:
 def as_stored(values: np.ndarray) -> np.ndarray:
     """inf (a division by a zero volume or a flat range) is stored as NaN."""
     return np.where(np.isfinite(values), values, np.nan)
-
-
-def leading_nans(values: np.ndarray) -> int:
-    valid = np.flatnonzero(~np.isnan(values))
-    return int(valid[0]) if valid.size else len(values)
 
 
 # --- tests ------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import talib
+from conftest import leading_nans
 
 from precompute_assets.families import technical
 from precompute_assets.families.base import compute_per_stock
@@ -134,11 +135,6 @@ def assert_matches(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-5,
     finite = ~np.isnan(expected)
     scale = float(np.max(np.abs(expected[finite]))) if finite.any() else 1.0
     np.testing.assert_allclose(actual[finite], expected[finite], rtol=rtol, atol=1e-9 * scale, err_msg=label)
-
-
-def leading_nans(values: np.ndarray) -> int:
-    valid = np.flatnonzero(~np.isnan(values))
-    return int(valid[0]) if valid.size else len(values)
 
 
 # --- registry ---------------------------------------------------------------------------------------
