@@ -45,14 +45,15 @@ def _win_rate(trades: pd.DataFrame) -> float:
     held: dict[str, float] = defaultdict(float)
     paid: dict[str, float] = defaultdict(float)
     wins = sells = 0
-    for row in trades.itertuples(index=False):
-        if row.side == "buy":
-            held[row.code] += row.shares
-            paid[row.code] += row.value + row.cost
+    columns = (trades[name].tolist() for name in ("code", "side", "shares", "value", "cost"))  # no dates boxed
+    for code, side, shares, value, cost in zip(*columns, strict=True):
+        if side == "buy":
+            held[code] += shares
+            paid[code] += value + cost
             continue
-        basis = paid[row.code] * row.shares / held[row.code] if held[row.code] else 0.0
-        wins += row.value - row.cost > basis
+        basis = paid[code] * shares / held[code] if held[code] else 0.0
+        wins += value - cost > basis
         sells += 1
-        paid[row.code] -= basis
-        held[row.code] -= row.shares
+        paid[code] -= basis
+        held[code] -= shares
     return wins / sells if sells else 0.0

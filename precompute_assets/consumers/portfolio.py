@@ -3,12 +3,13 @@
 The cash is split into equal sleeves, one per stock; a sleeve is all in the stock while its signal
 is long and all cash otherwise. The loop runs over trades, not days: from each fill it jumps to the
 next day on which the opposite order can fill (the signal wants it, the stock is not suspended or at
-its limit, and for a sell the shares were bought on an earlier day: T+1). Equity is then vectorised.
+its limit, and for a sell the shares were bought on an earlier day: T+1). It works on plain numpy
+arrays and row numbers; dates, the trade table and the equity are built once at the end (boxing a
+Timestamp per fill cost more than the whole loop).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,41 +40,37 @@ def simulate(
 ) -> Simulation:
     """Trade each stock's `wanted` position (known at a close, filled at the next trading day's close)."""
     sleeve = cash / max(len(frames), 1)
-    sleeves, fills = [], []
+    curves: list[tuple[np.ndarray, np.ndarray]] = []
+    fills: list[tuple[str, np.ndarray, np.ndarray]] = []
     for code, frame in frames.items():
         want = wanted[code].reindex(frame.index, fill_value=False).to_numpy(bool)
         execute = np.concatenate([[False], want[:-1]])
         can_buy, can_sell = rules.tradable(frame)  # on the whole frame: the window's first day has a previous close
         window = slice(frame.index.searchsorted(start, "left"), frame.index.searchsorted(end, "right"))
-        equity, trades = _run_sleeve(
-            code, frame.iloc[window], execute[window], can_buy[window], can_sell[window], rules, sleeve
-        )
-        sleeves.append(equity)
-        fills.extend(trades)
-    days = functools.reduce(pd.Index.union, (s.index for s in sleeves), pd.DatetimeIndex([], name="date"))
-    if days.empty:
+        price = frame["close"].to_numpy(np.float64)[window]
+        lot = rules.lot / frame["factor"].to_numpy(np.float64)[window]
+        buy_days = np.flatnonzero((execute & can_buy)[window])
+        sell_days = np.flatnonzero((~execute & can_sell)[window])
+        equity, rows = _run_sleeve(price, lot, buy_days, sell_days, rules, sleeve)
+        dates = frame.index[window].to_numpy()
+        curves.append((dates, equity))
+        if len(rows):
+            fills.append((code, dates[rows[:, 0].astype(np.intp)], rows))
+    days = np.unique(np.concatenate([d for d, _ in curves])) if curves else np.array([], "datetime64[ns]")
+    if not days.size:
         return Simulation(pd.Series(dtype=np.float64, name="equity"), pd.DataFrame(columns=TRADE_COLUMNS))
-    total = sum(s.reindex(days).ffill().fillna(sleeve) for s in sleeves).rename("equity")
-    trades = pd.DataFrame(fills, columns=TRADE_COLUMNS).sort_values(["date", "code"], kind="stable")
-    return Simulation(total, trades.reset_index(drop=True))
+    equity = pd.Series(_total(days, curves, sleeve), index=pd.DatetimeIndex(days, name="date"), name="equity")
+    return Simulation(equity, _trade_table(fills))
 
 
 def _run_sleeve(
-    code: str,
-    frame: pd.DataFrame,
-    execute: np.ndarray,
-    can_buy: np.ndarray,
-    can_sell: np.ndarray,
-    rules: MarketRules,
-    cash: float,
-) -> tuple[pd.Series, list[tuple]]:
-    price = frame["close"].to_numpy(np.float64)
-    factor = frame["factor"].to_numpy(np.float64)
-    buy_days = np.flatnonzero(execute & can_buy)
-    sell_days = np.flatnonzero(~execute & can_sell)
-    cash_delta = np.zeros(len(frame))
-    share_delta = np.zeros(len(frame))
-    fills: list[tuple] = []
+    price: np.ndarray, lot: np.ndarray, buy_days: np.ndarray, sell_days: np.ndarray, rules: MarketRules, cash: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sleeve's equity per row, and its fills as rows of (row number, side (1 buy, 0 sell), shares,
+    price, value, cost)."""
+    cash_delta = np.zeros(len(price))
+    share_delta = np.zeros(len(price))
+    fills: list[tuple[int, int, float, float, float, float]] = []
     initial, shares, day = cash, 0.0, 0
     while True:
         days = sell_days if shares else buy_days
@@ -81,29 +78,30 @@ def _run_sleeve(
         if k == len(days):
             break
         day = int(days[k])
+        close = float(price[day])
         if shares:
-            value = shares * price[day]
+            value = shares * close
             cost = rules.cost(value, sell=True)
-            fills.append((frame.index[day], code, "sell", shares, price[day], value, cost))
+            fills.append((day, 0, shares, close, value, cost))
             cash_delta[day] += value - cost
             share_delta[day] -= shares
             cash += value - cost
             shares = 0.0
         else:
-            bought = _affordable(cash, price[day], rules.lot / factor[day], rules)
+            bought = _affordable(cash, close, float(lot[day]), rules)
             if bought:
-                value = bought * price[day]
+                value = bought * close
                 cost = rules.cost(value, sell=False)
-                fills.append((frame.index[day], code, "buy", bought, price[day], value, cost))
+                fills.append((day, 1, bought, close, value, cost))
                 cash_delta[day] -= value + cost
                 share_delta[day] += bought
                 cash -= value + cost
                 shares = bought
         day += 1  # T+1: the earliest sell of today's buy is the next trading day
     held = np.cumsum(share_delta)
-    marked = pd.Series(price, index=frame.index).ffill().fillna(0.0).to_numpy()
+    marked = np.nan_to_num(_ffill(price), nan=0.0)
     equity = initial + np.cumsum(cash_delta) + held * marked
-    return pd.Series(equity, index=frame.index), fills
+    return equity, np.array(fills, dtype=np.float64).reshape(-1, 6)
 
 
 def _affordable(cash: float, price: float, lot: float, rules: MarketRules) -> float:
@@ -112,3 +110,38 @@ def _affordable(cash: float, price: float, lot: float, rules: MarketRules) -> fl
     while lots > 0 and lots * lot * price + rules.cost(lots * lot * price, sell=False) > cash:
         lots -= 1
     return lots * lot
+
+
+def _ffill(values: np.ndarray) -> np.ndarray:
+    """Each NaN replaced by the last value before it (leading NaNs stay)."""
+    last = np.maximum.accumulate(np.where(np.isnan(values), 0, np.arange(len(values))))
+    return values[last]
+
+
+def _total(days: np.ndarray, curves: list[tuple[np.ndarray, np.ndarray]], sleeve: float) -> np.ndarray:
+    """Sum of the sleeves on `days`: a sleeve keeps its last value after its stock's last row and is
+    cash before its first; added one sleeve after the other, in order."""
+    total = np.zeros(len(days))
+    for dates, equity in curves:
+        column = np.full(len(days), np.nan)
+        column[np.searchsorted(days, dates)] = equity
+        total += np.nan_to_num(_ffill(column), nan=sleeve)
+    return total
+
+
+def _trade_table(fills: list[tuple[str, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    if not fills:
+        return pd.DataFrame(columns=TRADE_COLUMNS)
+    rows = np.concatenate([r for _, _, r in fills])
+    trades = pd.DataFrame(
+        {
+            "date": np.concatenate([d for _, d, _ in fills]),
+            "code": np.repeat([c for c, _, _ in fills], [len(r) for _, _, r in fills]).astype(object),
+            "side": np.where(rows[:, 1] == 1, "buy", "sell").astype(object),
+            "shares": rows[:, 2],
+            "price": rows[:, 3],
+            "value": rows[:, 4],
+            "cost": rows[:, 5],
+        }
+    )
+    return trades.sort_values(["date", "code"], kind="stable").reset_index(drop=True)
