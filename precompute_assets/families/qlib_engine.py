@@ -63,8 +63,8 @@ def expression_history(expression: str) -> int:
     return left + 1
 
 
-MAX_STAGING_ROWS = 150_000  # fake daily dates from 1700 must stay inside pandas' Timestamp range
-FAKE_START = pd.Timestamp("1700-01-01")
+MAX_STAGING_ROWS = 213_000  # fake daily dates from 1678 must stay inside pandas' Timestamp range (2262)
+FAKE_START = pd.Timestamp("1678-01-01")
 BATCH = "ZZBATCH"
 
 
@@ -87,7 +87,7 @@ def evaluate_expressions(
     names, fields = list(expressions), list(expressions.values())
     pad = max((expression_history(e) for e in fields), default=1)  # no window reaches the stock before
     for group in _staging_groups({c: bars_by_code[c] for c in codes}, pad):
-        with tempfile.TemporaryDirectory(prefix="qlib_engine_") as tmp:
+        with tempfile.TemporaryDirectory(prefix="qlib_engine_", dir=staging_parent()) as tmp:
             staging = _StagingStore(Path(tmp), {c: bars_by_code[c] for c in group}, pad)
             SEGMENTS.clear()
             SEGMENTS[BATCH.lower()] = [(lo, hi - 1) for lo, hi in staging.spans.values()]
@@ -100,6 +100,7 @@ def evaluate_expressions(
                     columns[code].update(zip(names, values[lo:hi].T, strict=True))
             except Exception:
                 SEGMENTS.clear()
+                staging.add_stocks()
                 _evaluate_per_stock(family, group, expressions, staging.calendar, columns, result)
             finally:
                 SEGMENTS.clear()
@@ -134,6 +135,13 @@ def _evaluate_per_stock(
         columns[code].update(zip(names, frame.to_numpy().T, strict=True))
 
 
+def staging_parent() -> str | None:
+    """Memory (/dev/shm) when the machine has it: the staging store is read once, and creating files
+    on disk costs a round trip each; otherwise the system's temporary folder."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 def _features(codes: list[str], fields: list[str], calendar: pd.DatetimeIndex) -> pd.DataFrame:
     from qlib.data import D
 
@@ -155,34 +163,40 @@ def _staging_groups(bars_by_code: Mapping[str, pd.DataFrame], pad: int) -> list[
 
 
 class _StagingStore:
-    """A temporary Qlib store on a fake daily calendar: each stock as its own instrument, and the
-    same rows again in one pseudo-instrument `ZZBATCH` that holds them all, `pad` NaN rows before each."""
+    """A temporary Qlib store on a fake daily calendar holding the batch as one pseudo-instrument
+    `ZZBATCH`, each stock's rows preceded by `pad` NaN rows; `add_stocks` adds each stock as its own
+    instrument too, for the stock-by-stock evaluation that names a failing stock."""
 
     def __init__(self, root: Path, bars_by_code: Mapping[str, pd.DataFrame], pad: int) -> None:
         self.spans: dict[str, tuple[int, int]] = {}
+        self.layout = StoreLayout(root)
         fields: dict[str, list[np.ndarray]] = {}
         offset = 0
-        per_stock = {}
+        self._per_stock: dict[str, tuple[int, dict[str, np.ndarray]]] = {}
         for code, bars in bars_by_code.items():
             values = base_fields(bars)
             offset += pad
             self.spans[code] = (offset, offset + len(bars))
-            per_stock[code] = (offset, values)
+            self._per_stock[code] = (offset, values)
             for name in BASE_FIELDS:
                 fields.setdefault(name, []).extend([np.full(pad, np.nan, np.float32), values[name]])
             offset += len(bars)
         self.calendar = pd.date_range(FAKE_START, periods=offset, freq="D")
-        layout = StoreLayout(root)
-        write_calendar(layout, self.calendar)
-        lines = [self._write(layout, BATCH, 0, {n: np.concatenate(v) for n, v in fields.items()})]
-        for code, (start, values) in per_stock.items():
-            lines.append(self._write(layout, code, start, values))
-        layout.instruments_path.parent.mkdir(parents=True, exist_ok=True)
-        layout.instruments_path.write_text("".join(lines))
+        write_calendar(self.layout, self.calendar)
+        self._lines = [self._write(BATCH, 0, {n: np.concatenate(v) for n, v in fields.items()})]
+        self._write_instruments()
 
-    def _write(self, layout: StoreLayout, code: str, start: int, values: Mapping[str, np.ndarray]) -> str:
-        layout.stock_dir(code).mkdir(parents=True, exist_ok=True)
+    def add_stocks(self) -> None:
+        self._lines += [self._write(code, start, values) for code, (start, values) in self._per_stock.items()]
+        self._write_instruments()
+
+    def _write_instruments(self) -> None:
+        self.layout.instruments_path.parent.mkdir(parents=True, exist_ok=True)
+        self.layout.instruments_path.write_text("".join(self._lines))
+
+    def _write(self, code: str, start: int, values: Mapping[str, np.ndarray]) -> str:
+        self.layout.stock_dir(code).mkdir(parents=True, exist_ok=True)
         for name in BASE_FIELDS:
-            write_bin(layout.bin_path(code, name), start, values[name])
+            write_bin(self.layout.bin_path(code, name), start, values[name])
         end = start + len(values["close"]) - 1
         return f"{code}\t{self.calendar[start]:%Y-%m-%d}\t{self.calendar[end]:%Y-%m-%d}\n"

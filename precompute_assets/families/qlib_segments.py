@@ -7,7 +7,8 @@ as one instrument, each stock preceded by NaN pad rows at least as long as any w
 - element-wise operators need nothing either: they never look at another row;
 - every other rolling operator (IdxMax/IdxMin, Rank, Count, Delta, Slope/Rsquare/Resi with their running
   sums, EMA/WMA, expanding windows), and a NaN-skipping one above an operator that turns NaN into a
-  number (comparisons, And/Or/Not, If, Mask), runs Qlib's own implementation once per stock segment.
+  number (comparisons, And/Or/Not, If, Mask), runs Qlib's own implementation once per stock segment
+  (IdxMax/IdxMin as `qlib_argext`'s numpy windows, equal to Qlib's bit for bit).
 The result is bit for bit what `D.features` gives stock by stock (the Alpha158 parity tests check it).
 """
 
@@ -17,8 +18,11 @@ import copy
 import functools
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 from qlib.data.base import Expression
+
+from precompute_assets.families.qlib_argext import vectorised_load
 
 SEGMENTS: dict[str, list[tuple[int, int]]] = {}
 """Pseudo-instrument (lower case, as Qlib passes it) -> inclusive calendar spans, one per stock."""
@@ -91,6 +95,7 @@ def _nan_on_pads(node: object) -> bool:
 
 _NAN_SKIPPING = {"Ref", "Mean", "Sum", "Std", "Var", "Max", "Min", "Quantile", "Med", "Corr", "Cov"}
 _NAN_TO_NUMBER = {"Gt", "Ge", "Lt", "Le", "Eq", "Ne", "And", "Or", "Not", "Mask", "If"}
+_VECTORISED = {"IdxMax": np.argmax, "IdxMin": np.argmin}
 _BY_SEGMENT = {
     "IdxMax",
     "IdxMin",
@@ -114,7 +119,9 @@ def segment_aware_ops() -> list[type]:
     from qlib.data import ops
 
     def override(op: type, loader: Callable[..., pd.Series]) -> type:
-        return type(op.__name__, (op,), {"_load_internal": functools.partialmethod(loader, op._load_internal)})
+        own = _VECTORISED.get(op.__name__)
+        original = vectorised_load(own, op._load_internal) if own is not None else op._load_internal
+        return type(op.__name__, (op,), {"_load_internal": functools.partialmethod(loader, original)})
 
     found = [op for op in vars(ops).values() if isinstance(op, type) and issubclass(op, ops.ExpressionOps)]
     rolling = [op for op in found if issubclass(op, ops.Rolling | ops.PairRolling)]

@@ -46,7 +46,6 @@ def write_stock(
     A family frame holding unregistered names or dates outside the bars is a programming error and
     refuses the stock rather than storing misaligned data.
     """
-    columns: dict[str, pd.Series] = {}
     for family, frame in family_frames.items():
         names = registry.names(family)
         unknown = [c for c in frame.columns if c not in names]
@@ -54,19 +53,20 @@ def write_stock(
             raise ValueError(f"{code}: {family} returned unregistered columns {unknown}")
         if not frame.index.isin(bars.index).all():
             raise ValueError(f"{code}: {family} rows do not match the bars' dates")
-        columns.update({name: frame[name] for name in frame.columns})
     expected = [i.name for i in registry.all()]
     meta = {"last_date": f"{bars.index[-1]:%Y-%m-%d}", "input_fingerprint": input_fingerprint, "quality": quality}
     if plan.mode == "full":
         fields = dict(base_fields(bars))
-        fields.update(
-            {name.lower(): series.reindex(bars.index).to_numpy(np.float32) for name, series in columns.items()}
-        )
-        fingerprints = {name.lower(): registry.get(name).fingerprint for name in columns}
+        fingerprints = {}
+        for frame in family_frames.values():
+            aligned = frame if frame.index.equals(bars.index) else frame.reindex(bars.index)
+            fields.update(zip((c.lower() for c in frame.columns), aligned.to_numpy(np.float32).T, strict=True))
+            fingerprints.update({name.lower(): registry.get(name).fingerprint for name in frame.columns})
         meta.update(first_date=f"{bars.index[0]:%Y-%m-%d}", rows=len(bars), indicators=fingerprints, state=dict(state))
         commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta)
         written = len(bars)
     else:
+        columns = {name: frame[name] for frame in family_frames.values() for name in frame.columns}
         written = _update(layout, registry, code, bars, columns, plan, state, meta)
     stored = meta.get("indicators", {})
     return StockWrite(

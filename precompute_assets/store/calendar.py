@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
 
 from precompute_assets.store.atomic import write_text_atomic
@@ -40,7 +41,7 @@ def _read(path) -> pd.DatetimeIndex:
 
 
 def _text(dates: pd.DatetimeIndex) -> str:
-    return "".join(f"{d:%Y-%m-%d}\n" for d in dates)
+    return "".join(f"{d}\n" for d in np.datetime_as_string(dates.values, unit="D"))
 
 
 def calendar_fingerprint(dates: pd.DatetimeIndex) -> str:

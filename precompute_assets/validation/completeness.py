@@ -17,7 +17,7 @@ from precompute_assets.store.stock_commit import read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope
 from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
 from precompute_assets.validation.result import ValidationResult
-from precompute_assets.validation.stored_values import file_span
+from precompute_assets.validation.stored_values import file_spans
 
 CALENDAR = "calendar"
 
@@ -77,8 +77,9 @@ def _coverage(scope: BucketScope, registry: Registry, code: str, stock: StockInp
     dates = stock.bars.index
     positions = scope.calendar.get_indexer(dates)
     rows = [(code, CALENDAR, True, *_missing(dates, positions >= 0))]
+    spans = file_spans(scope.layout, code)
     for name in expected_columns(registry, stock):
-        span = file_span(scope.layout, code, name)
+        span = spans.get(name.lower())
         if span is None:
             rows.append((code, name, False, 0, ""))
             continue

@@ -97,10 +97,15 @@ def _profile_rules(max_nan_share: float) -> list[Rule]:
 def _profile(code: str, frame: pd.DataFrame, warmups: dict[str, int]) -> list[tuple]:
     """Per column: infinite count, and NaN share past the warm-up on days the stock has input."""
     with_input = np.isfinite(frame["close"].to_numpy()) if "close" in frame else np.ones(len(frame), bool)
-    rows = []
-    for name in frame.columns:
-        column = frame[name].to_numpy()
-        after = column[with_input][warmups.get(name, 0) :]
-        share = float(np.isnan(after).mean()) if after.size else 0.0
-        rows.append((code, name, int(np.isinf(column).sum()), round(share, 4), int(after.size)))
-    return rows
+    rank = np.cumsum(with_input) - 1  # position of a day among the days with input
+    limits = np.array([warmups.get(name, 0) for name in frame.columns])
+    values = frame.to_numpy()
+    after = with_input[:, None] & (rank[:, None] >= limits[None, :])
+    counted = after.sum(axis=0)
+    nans = (np.isnan(values) & after).sum(axis=0)
+    infinite = np.isinf(values).sum(axis=0)
+    shares = np.divide(nans, counted, out=np.zeros(len(limits)), where=counted > 0)
+    return [
+        (code, name, int(inf), round(float(share), 4), int(count))
+        for name, inf, share, count in zip(frame.columns, infinite, shares, counted, strict=True)
+    ]

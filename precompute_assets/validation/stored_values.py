@@ -7,6 +7,7 @@ they go: judging them is the integrity check's job.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -21,10 +22,11 @@ def read_stored(
 ) -> pd.DataFrame:
     """`fields` (lower case) of one stock on `index` (dates of `calendar`); absent values are NaN."""
     positions = calendar.get_indexer(index)
-    out: dict[str, np.ndarray] = {}
+    directory = str(layout.stock_dir(code))
+    names, columns = [], []
     for name in fields:
         try:
-            data = np.fromfile(layout.bin_path(code, name), dtype=DTYPE)
+            data = np.fromfile(os.path.join(directory, f"{name.lower()}.{FREQ}.bin"), dtype=DTYPE)
         except (FileNotFoundError, ValueError):
             continue
         column = np.full(len(index), np.nan, dtype=np.float32)
@@ -33,8 +35,10 @@ def read_stored(
             offset = positions - start
             inside = (positions >= 0) & (offset >= 0) & (offset < len(values))
             column[inside] = values[offset[inside]]
-        out[name] = column
-    return pd.DataFrame(out, index=index)
+        names.append(name)
+        columns.append(column)
+    block = np.stack(columns, axis=1) if columns else np.empty((len(index), 0), np.float32)
+    return pd.DataFrame(block, index=index, columns=names)
 
 
 def stored_span(calendar: pd.DatetimeIndex, meta: dict) -> pd.DatetimeIndex:
@@ -52,14 +56,21 @@ def stored_fields(layout: StoreLayout, code: str) -> list[str]:
     return sorted(p.name.split(".")[0] for p in directory.glob(f"*.{FREQ}.bin"))
 
 
-def file_span(layout: StoreLayout, code: str, name: str) -> tuple[int, int] | None:
-    """(calendar index of the first row, row count) of one bin file from its header and size; None if absent."""
-    path = layout.bin_path(code, name)
+def file_spans(layout: StoreLayout, code: str) -> dict[str, tuple[int, int]]:
+    """Per field (lower case) with a bin file: (calendar index of the first row, row count), from its
+    header and size; a file whose header is not a number spans nothing."""
+    spans = {}
+    suffix = f".{FREQ}.bin"
     try:
-        with open(path, "rb") as handle:
+        entries = list(os.scandir(layout.stock_dir(code)))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    for entry in entries:
+        if not entry.name.endswith(suffix):
+            continue
+        with open(entry.path, "rb") as handle:
             header = handle.read(DTYPE.itemsize)
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return None
-    start = np.frombuffer(header, dtype=DTYPE)[0] if len(header) == DTYPE.itemsize else np.nan
-    return (int(start), size // DTYPE.itemsize - 1) if np.isfinite(start) else (0, 0)
+        start = np.frombuffer(header, dtype=DTYPE)[0] if len(header) == DTYPE.itemsize else np.nan
+        rows = entry.stat().st_size // DTYPE.itemsize - 1
+        spans[entry.name[: -len(suffix)]] = (int(start), rows) if np.isfinite(start) else (0, 0)
+    return spans
