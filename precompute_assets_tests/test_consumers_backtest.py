@@ -3,7 +3,8 @@
 Parity runs every strategy twice on real csi300_daily data (store vs. everything computed from the
 input). The rules are checked against the raw input prices: lots of 100 real shares, no buy at a
 limit-up close, no sell at a limit-down close, no trade on a suspended day, T+1, and the cost rule.
-A buy-and-hold sleeve is checked against the price path of the input file.
+A buy-and-hold sleeve is checked against the price path of the input file, and multi_factor's
+TopkDropout replay against Qlib's own `TopkDropoutStrategy` backtest on the same scores.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from consumers_fixtures import CODES, CSI300, shared_store
+from qlib_topk_reference import qlib_topk_dropout
 
 from precompute_assets.consumers import (
     STRATEGIES,
@@ -21,6 +23,7 @@ from precompute_assets.consumers import (
 )
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.portfolio import simulate
+from precompute_assets.consumers.strategies import MultiFactor
 from precompute_assets.settings import Settings
 
 START, END = "2021-01-01", "2022-12-31"
@@ -87,6 +90,21 @@ def test_a_share_rules(results: dict, raw: dict[str, pd.DataFrame], name: str) -
             held[row.code] -= row.shares
     same_day = trades.groupby(["date", "code"])["side"].nunique()
     assert (same_day == 1).all(), "T+1: nothing bought is sold the same day"
+
+
+@pytest.mark.parametrize(("topk", "n_drop"), [(2, 1), (3, 0), (4, 2), (1, 3)])
+def test_multi_factor_trades_as_qlibs_topk_dropout(store: Settings, topk: int, n_drop: int) -> None:
+    """The same fills and equity as Qlib's backtest, up to the last bits of sums Qlib adds in set order."""
+    result = run_backtest("multi_factor", CODES, START, END, settings=store, topk=topk, n_drop=n_drop)
+    spec = MultiFactor(topk=topk, n_drop=n_drop)
+    frames = load_multiple_stocks_with_indicators(CODES, None, END, [*spec.columns(), "factor"], settings=store)
+    start, end, cash = pd.Timestamp(START), pd.Timestamp(END), 10_000_000.0
+    qlib = qlib_topk_dropout(
+        spec.score(frames), frames, store.qlib_data_path, start, end, MarketRules(), cash, topk, n_drop
+    )
+    assert len(qlib.trades) > 0
+    pd.testing.assert_frame_equal(result.trades, qlib.trades, check_exact=False, rtol=1e-12)
+    pd.testing.assert_series_equal(result.equity, qlib.equity, check_exact=False, rtol=1e-12)
 
 
 def test_a_registered_window_is_loaded_and_another_computed(store: Settings) -> None:

@@ -1,9 +1,10 @@
 """`run_backtest`: load the strategy's columns (store first), generate signals, simulate, measure.
 
-Single-stock strategies run through `portfolio.simulate`; `multi_factor` through Qlib's own backtest
-(`qlib_backtest`). Both apply the same `MarketRules` and the same `metrics.performance`, and with
-`use_precomputed=False` every column is computed from the input instead of read from the store,
-which gives the same frames and therefore the same trades and metrics.
+Single-stock strategies run through `portfolio.simulate`; `multi_factor` through `topk_dropout`, a
+replay of Qlib's `TopkDropoutStrategy` backtest on arrays (Qlib's own loop took 20 s for 300 stocks
+over ten years, 40 times the rest of the backtest). Both apply the same `MarketRules` and the same
+`metrics.performance`, and with `use_precomputed=False` every column is computed from the input
+instead of read from the store, which gives the same frames and therefore the same trades and metrics.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from precompute_assets.codes import canonical_code
 from precompute_assets.consumers.loader import load_multiple_stocks_with_indicators, trading_calendar
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.metrics import performance
-from precompute_assets.consumers.portfolio import Simulation, simulate
-from precompute_assets.consumers.qlib_backtest import PRICE_FIELDS, equal_weight_benchmark, run_topk_dropout
-from precompute_assets.consumers.staging import staged_qlib_dir
+from precompute_assets.consumers.portfolio import simulate
 from precompute_assets.consumers.strategies import STRATEGIES, MultiFactor
+from precompute_assets.consumers.topk_dropout import Market, run_topk_dropout
 from precompute_assets.registry import load_registry
 from precompute_assets.settings import Settings
 
@@ -72,29 +72,10 @@ def run_backtest(
         frame.attrs = {}  # pandas deep-copies attrs on every operation; the signals do many
     start, end = pd.Timestamp(start), pd.Timestamp(end)
     if isinstance(spec, MultiFactor):
-        simulation = _multi_factor(spec, frames, sources, settings, start, end, rules, cash)
+        market = Market.from_frames(frames, trading_calendar(settings), rules)
+        simulation = run_topk_dropout(spec.score(frames), market, start, end, rules, cash, spec.topk, spec.n_drop)
     else:
         wanted = {code: spec.signal(frame) for code, frame in frames.items()}
         simulation = simulate(frames, wanted, rules, cash, start, end)
     metrics = performance(simulation.equity, simulation.trades, cash)
     return BacktestResult(strategy, simulation.equity, simulation.trades, metrics, sources)
-
-
-def _multi_factor(
-    spec: MultiFactor,
-    frames: dict[str, pd.DataFrame],
-    sources: dict[str, dict],
-    settings: Settings,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    rules: MarketRules,
-    cash: float,
-) -> Simulation:
-    """Qlib reads prices from the store when they came from it, else from the frames staged for it."""
-    score = spec.score(frames)
-    stored = all(set(PRICE_FIELDS) <= set(sources[code].get("from_store", [])) for code in frames)
-    args = (list(frames), start, end, rules, cash, spec.topk, spec.n_drop, equal_weight_benchmark(frames))
-    if stored:
-        return run_topk_dropout(score, settings.qlib_data_path, *args)
-    with staged_qlib_dir(frames, trading_calendar(settings), PRICE_FIELDS) as root:
-        return run_topk_dropout(score, root, *args)

@@ -4,7 +4,7 @@ A strategy names the registry columns it wants (`columns()`); the backtest loads
 or computed by the loader's fallback) and the strategy reads them from the frame. Only a column the
 registry does not have (a non-default window) is computed here, with TA-Lib on the frame's prices.
 Single-stock strategies return the wanted position at each close (True = long); `MultiFactor` returns a
-cross-sectional score for Qlib's `TopkDropoutStrategy`.
+cross-sectional score for the `TopkDropoutStrategy` replay (`topk_dropout`).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ DEFAULT_FACTORS = {"momentum_20d": 1.0, "volatility_20d": -1.0, "volume_ma_ratio
 
 @dataclass(frozen=True)
 class MultiFactor:
-    """Weighted sum of cross-sectional z-scores of stored columns, traded by Qlib's TopkDropoutStrategy."""
+    """Weighted sum of cross-sectional z-scores of stored columns, traded as Qlib's TopkDropoutStrategy."""
 
     factors: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FACTORS))
     topk: int = 5
@@ -133,17 +133,14 @@ class MultiFactor:
         registry = load_registry()
         return [registry.get(name).name for name in self.factors]
 
-    def score(self, frames: Mapping[str, pd.DataFrame]) -> pd.Series:
-        """Score per (datetime, instrument): the weighted sum of the z-scores a stock has that day."""
+    def score(self, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+        """Score per (date, stock): the weighted sum of the z-scores a stock has that day (NaN: none)."""
         parts = []
         for column, weight in zip(self.columns(), self.factors.values(), strict=True):
             panel = pd.DataFrame({code: frame[column] for code, frame in frames.items()}).astype(np.float64)
             std = panel.std(axis=1)
             parts.append(panel.sub(panel.mean(axis=1), axis=0).div(std.where(std > 0), axis=0) * weight)
-        total = sum(p.fillna(0.0) for p in parts).where(sum(p.notna() for p in parts) > 0)
-        score = total.stack(future_stack=True).dropna().rename("score")
-        score.index.names = ["datetime", "instrument"]
-        return score
+        return sum(p.fillna(0.0) for p in parts).where(sum(p.notna() for p in parts) > 0)
 
 
 STRATEGIES: dict[str, type] = {

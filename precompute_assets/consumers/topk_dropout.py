@@ -1,0 +1,200 @@
+"""Qlib's `TopkDropoutStrategy` daily backtest, replayed on numpy arrays instead of Qlib's objects.
+
+Qlib's loop (strategy, `SimulatorExecutor`, `Exchange`, `Account`) costs ~8 ms a day for 300 stocks in
+per-call lookups and copies, 20 s for ten years, which buried the store's gain. This replays the same
+rules with Qlib's own arithmetic (the tests compare it with Qlib's backtest on real data), with
+Qlib 0.9.7's defaults: `method_sell="bottom"`, `method_buy="top"`, `hold_thresh=1`,
+`only_tradable=False`, `forbid_all_trade_at_limit=True`, `risk_degree=0.95`, serial orders, no volume
+limit, no impact cost. Each day t:
+
+- scores of day t-1 rank the stocks; `today` = the best unheld ones, `n_drop + topk - held` of them;
+  the `n_drop` lowest of held + `today` that are held are sold (all held when `n_drop` is 0, as Qlib's
+  `[-0:]` slice does), and `today[:sold + topk - held]` are bought;
+- a stock trades only when it is open and at neither limit; a sale is the whole holding, and the buy
+  budget is 95% of the cash after sales, split evenly and rounded down to lots (`MarketRules`);
+- orders fill at the close; when cash runs short a buy shrinks to what it pays for, cost included;
+- the day's value is cash plus each holding at its last close.
+
+Where Qlib's order is arbitrary (it iterates holdings as a Python set) stocks go in code order, so
+the last bits of a sum may differ from a Qlib run; held stocks without a score rank last, by code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.consumers.market_rules import MarketRules
+from precompute_assets.consumers.portfolio import TRADE_COLUMNS, Simulation
+
+RISK_DEGREE = 0.95
+
+
+@dataclass
+class Market:
+    """Per (day, stock) on the calendar: close, factor, and whether a buy / a sell may fill."""
+
+    calendar: pd.DatetimeIndex
+    codes: list[str]
+    close: np.ndarray
+    factor: np.ndarray
+    can_buy: np.ndarray
+    can_sell: np.ndarray
+
+    @classmethod
+    def from_frames(cls, frames: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex, rules: MarketRules) -> Market:
+        """Frames with close, volume and factor; days a stock has no row are suspended days."""
+        codes = sorted(frames)
+        shape = (len(calendar), len(codes))
+        close, factor = np.full(shape, np.nan), np.full(shape, np.nan)
+        can_buy, can_sell = np.zeros(shape, bool), np.zeros(shape, bool)
+        for j, code in enumerate(codes):
+            frame = frames[code]
+            rows = calendar.get_indexer(frame.index)
+            if (rows < 0).any():
+                raise ValueError(f"{code}: dates outside the trading calendar")
+            close[rows, j] = frame["close"].to_numpy(np.float64)
+            factor[rows, j] = frame["factor"].to_numpy(np.float64)
+            can_buy[rows, j], can_sell[rows, j] = rules.tradable(frame)
+        return cls(calendar, codes, close, factor, can_buy, can_sell)
+
+
+def run_topk_dropout(
+    scores: pd.DataFrame,
+    market: Market,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    rules: MarketRules,
+    cash: float,
+    topk: int,
+    n_drop: int,
+) -> Simulation:
+    """Trade the days of [start, end] that have a next day; `scores` is (date x code), NaN for none."""
+    first = int(market.calendar.searchsorted(start, "left"))
+    stop = min(int(market.calendar.searchsorted(end, "right")), len(market.calendar) - 1)  # each day needs a next
+    days = range(first, max(stop, first))
+    grid = scores.reindex(index=market.calendar, columns=market.codes).to_numpy(np.float64)
+    window = slice(days.start, days.stop)
+    by_lots = not (np.isnan(market.factor[window]) & ~np.isnan(market.close[window])).any()  # else Qlib ignores lots
+    book = _Book(rules, cash, by_lots)
+    equity = np.empty(len(days))
+    for k, day in enumerate(days):
+        if day > 0:
+            book.trade(market, day, grid[day - 1], topk, n_drop)
+        book.mark(market, day)
+        equity[k] = book.value()
+    index = market.calendar[window].rename("date")
+    return Simulation(pd.Series(equity, index=index, name="equity"), _trade_table(book.fills, market))
+
+
+def _trade_table(fills: list[tuple], market: Market) -> pd.DataFrame:
+    if not fills:
+        return pd.DataFrame(columns=TRADE_COLUMNS)
+    trades = pd.DataFrame(fills, columns=TRADE_COLUMNS)
+    trades["date"] = market.calendar[trades["date"].to_numpy(np.intp)]
+    trades["code"] = np.array(market.codes, dtype=object)[trades["code"].to_numpy(np.intp)]
+    return trades.sort_values(["date", "code"], kind="stable").reset_index(drop=True)
+
+
+class _Book:
+    """Cash, holdings (stock -> adjusted shares, last price) and fills, updated as Qlib's Position is."""
+
+    def __init__(self, rules: MarketRules, cash: float, by_lots: bool) -> None:
+        self.rules, self.cash, self.by_lots = rules, float(cash), by_lots
+        self.amount: dict[int, float] = {}
+        self.price: dict[int, float] = {}
+        self.fills: list[tuple] = []
+
+    def trade(self, market: Market, day: int, score: np.ndarray, topk: int, n_drop: int) -> None:
+        scored = ~np.isnan(score)
+        if not scored.any():
+            return  # Qlib: no signal that day, no orders
+        held = sorted(self.amount)
+        unheld = np.flatnonzero(scored)
+        unheld = unheld[~np.isin(unheld, held)]
+        today = list(_descending(unheld, score[unheld]))[: n_drop + topk - len(held)]
+        if not today:
+            pool = _descending(np.array(held, dtype=np.intp), score[held])
+        else:
+            pool = np.array(sorted(held + today) if held else today, dtype=np.intp)
+        sell = set(held) & set(_descending(pool, score[pool])[-n_drop:].tolist())
+        buy = today[: len(sell) + topk - len(held)]
+        both = market.can_buy[day] & market.can_sell[day]  # forbid_all_trade_at_limit
+        close = market.close[day]
+        for j in held:
+            if j in sell and both[j]:
+                self._sell(day, j, float(close[j]))
+        value = self.cash * RISK_DEGREE / len(buy) if buy else 0.0
+        for j in buy:
+            if both[j]:
+                self._buy(day, j, float(close[j]), float(market.factor[day, j]), value)
+
+    def mark(self, market: Market, day: int) -> None:
+        """Holdings not suspended today take today's close."""
+        for j in self.amount:
+            if not np.isnan(market.close[day, j]):
+                self.price[j] = float(market.close[day, j])
+
+    def value(self) -> float:
+        stocks = 0.0
+        for j in sorted(self.amount):
+            stocks += self.amount[j] * self.price[j]
+        return stocks + self.cash
+
+    def _sell(self, day: int, j: int, price: float) -> None:
+        shares = self.amount[j]
+        value = shares * price
+        cost = max(value * (self.rules.commission + self.rules.stamp_duty), self.rules.min_cost)
+        if self.cash + value < cost:
+            return  # Qlib: the sale could not pay its cost
+        self._fill(day, j, "sell", shares, price, value, cost)
+        self.cash += value - cost
+        del self.amount[j], self.price[j]
+
+    def _buy(self, day: int, j: int, price: float, factor: float, budget: float) -> None:
+        """The strategy's order (budget / price in lots), then the executor's fill of it."""
+        rules, rate = self.rules, self.rules.commission
+        shares = self._round(budget / price, factor)
+        value = shares * price
+        if self.cash < max(value * rate, rules.min_cost):
+            return
+        cash_short = self.cash < value + max(value * rate, rules.min_cost)
+        shares = self._round(min(self._affordable(price, rate), shares) if cash_short else shares, factor)
+        value = shares * price
+        cost = max(value * rate, rules.min_cost)
+        if value <= 1e-5:
+            return
+        self._fill(day, j, "buy", shares, price, value, cost)
+        self.amount[j] = self.amount.get(j, 0.0) + value / price
+        self.price[j] = price
+        self.cash -= value + cost
+
+    def _affordable(self, price: float, rate: float) -> float:
+        """Qlib's `_get_buy_amount_by_cash_limit`."""
+        min_cost = self.rules.min_cost
+        if self.cash < min_cost:
+            return 0.0
+        if self.cash >= min_cost / rate + min_cost:
+            return self.cash / (1 + rate) / price
+        return (self.cash - min_cost) / price
+
+    def _round(self, shares: float, factor: float) -> float:
+        """Down to whole lots of real shares; 0.1 absorbs float error, as in Qlib."""
+        if not self.by_lots:
+            return shares
+        lot = self.rules.lot
+        return float((shares * factor + 0.1) // lot * lot / factor)
+
+    def _fill(self, day: int, j: int, side: str, shares: float, price: float, value: float, cost: float) -> None:
+        self.fills.append((day, j, side, shares, price, value, cost))
+
+
+def _descending(items: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`items` by value, highest first, NaN last in their given order: pandas' `sort_values(ascending=False)`
+    step for step (its quicksort breaks ties the same way)."""
+    nan = np.isnan(values)
+    kept, kept_values = items[~nan][::-1], values[~nan][::-1]
+    return np.concatenate([kept[np.argsort(kept_values, kind="quicksort")][::-1], items[nan]])
