@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 FRAMES_SUFFIX = ".arrow"
+COLUMNS_KEY = b"precompute.columns"
 
 
 def bucket_dir(work_path: Path, bucket: str) -> Path:
@@ -31,7 +32,11 @@ def frames_path(work: Path, name: str) -> Path:
 
 
 def write_frames(path: Path, frames: Mapping[str, pd.DataFrame]) -> None:
-    """Many stocks' date-indexed frames as one long table (code, date, columns...), stocks contiguous."""
+    """Many stocks' date-indexed frames as one long table (code, date, columns...), stocks contiguous.
+
+    Stocks may have different columns (`amount` is optional in the input): the table holds their
+    union, and the schema records which columns each such stock really has.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if frames:
         table = pd.concat(list(frames.values()))
@@ -40,22 +45,33 @@ def write_frames(path: Path, frames: Mapping[str, pd.DataFrame]) -> None:
         table.insert(0, "code", np.repeat(list(frames), [len(f) for f in frames.values()]))
     else:
         table = pd.DataFrame({"code": pd.Series([], dtype=str), "date": pd.Series([], dtype="datetime64[ns]")})
+    union = list(table.columns[2:])
+    own = {code: list(f.columns) for code, f in frames.items() if list(f.columns) != union}
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), COLUMNS_KEY: json.dumps(own)})
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    feather.write_feather(pa.Table.from_pandas(table, preserve_index=False), tmp, compression="lz4")
+    feather.write_feather(arrow, tmp, compression="lz4")
     os.replace(tmp, path)
 
 
 def read_frames(path: Path) -> dict[str, pd.DataFrame]:
     if not path.exists():
         return {}
-    table = feather.read_table(path).to_pandas()
+    arrow = feather.read_table(path)
+    own = json.loads((arrow.schema.metadata or {}).get(COLUMNS_KEY, b"{}"))
+    table = arrow.to_pandas()
     codes = table.pop("code").to_numpy()
     if not len(codes):
         return {}
     table = table.set_index("date")
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     ends = np.r_[starts[1:], len(codes)]
-    return {str(codes[lo]): table.iloc[lo:hi].copy() for lo, hi in zip(starts, ends, strict=True)}
+    frames = {}
+    for lo, hi in zip(starts, ends, strict=True):
+        code = str(codes[lo])
+        frame = table.iloc[lo:hi]
+        frames[code] = (frame[own[code]] if code in own else frame).copy()
+    return frames
 
 
 def write_notes(path: Path, notes: Mapping[str, object]) -> None:

@@ -1,8 +1,9 @@
 """`make run`: build or update the store through Dagster runs, with progress and a one-screen summary.
 
 The runs go to the Dagster instance in `DAGSTER_HOME`, so they show in the UI afterwards. The
-calendar runs first, then one run per stale bucket (two at a time, one per core; each runs the store's
-checks), then the manifest, then a backup when something changed and every check passed.
+calendar runs first, then the stale buckets in runs of up to `PRECOMPUTE_BUCKETS_PER_RUN` neighbouring
+buckets (two runs at a time, one per core; each runs the store's checks and records them per bucket),
+then the manifest, then a backup when something changed and every check passed.
 A bucket whose input, indicator definitions and calendar history are unchanged is not run at all, so
 a second `make run` on the same input finishes quickly and changes nothing.
 """
@@ -27,10 +28,9 @@ from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
 
 BUCKET_JOB, CALENDAR_JOB, MANIFEST_JOB = "precompute_bucket_job", "calendar_job", "manifest_job"
-# One bucket per run by default: Dagster then records each bucket's data version, checks and metadata
-# on its own partition. More per run saves a run's start-up each, but a range run records one merged
-# check result, so the backup (which wants every bucket's checks) is then skipped.
-BUCKETS_PER_RUN = int(os.environ.get("PRECOMPUTE_BUCKETS_PER_RUN", "1"))
+# Buckets per run (a partition range): each run costs a process start, Dagster's run and step
+# start-up and the checks' imports, a few seconds, whatever it holds. See README "Performance".
+BUCKETS_PER_RUN = int(os.environ.get("PRECOMPUTE_BUCKETS_PER_RUN", "8"))
 
 
 def job_def(name: str) -> JobDefinition:
@@ -103,7 +103,7 @@ def main(workers: int = 2) -> int:
             )
     if not run_job(manifest_job):
         failed.append("manifest")
-    backup = os.environ.get("PRECOMPUTE_BACKUP_AFTER_RUN", "1") != "0" and BUCKETS_PER_RUN == 1
+    backup = os.environ.get("PRECOMPUTE_BACKUP_AFTER_RUN", "1") != "0"
     if todo and not failed and backup:
         print("every check passed: backing up the store (PRECOMPUTE_BACKUP_AFTER_RUN=0 to skip)")
         if not run_job(backup_job):

@@ -140,3 +140,20 @@ def test_a_failing_check_stops_what_reads_the_bucket(bucket, tmp_path):
     assert quality.metadata["failing_columns"].value == ["rsi14"]
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert AssetKey("qlib_store") in materialized and AssetKey("store_manifest") not in materialized
+
+
+def test_a_range_run_records_each_buckets_check_result_so_the_backup_follows(tmp_path):
+    """Several buckets in one run (make run's grouping): every bucket gets its own evaluation per check."""
+    parquet = copy_inputs(CODES, tmp_path / "parquet")
+    resources = resources_for(parquet, tmp_path / "qlib_data")
+    instance = DagsterInstance.ephemeral()
+    keys = stock_buckets.get_partition_keys()
+    assert materialize([trading_calendar], resources=resources, instance=instance).success
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    result = materialize([*BUCKET_ASSETS, *STORE_CHECKS], resources=resources, instance=instance, tags=tags)
+    assert result.success
+    per_bucket = {(e.check_name, e.partition) for e in result.get_asset_check_evaluations() if e.partition}
+    assert per_bucket == {(name, key) for name in CHECK_NAMES for key in keys}
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert failed_store_checks(instance) == []
+    assert materialize([store_backup], resources=resources, instance=instance).success

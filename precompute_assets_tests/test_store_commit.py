@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from conftest import CSI300, build_store, copy_inputs
 
+from precompute_assets import intermediates
 from precompute_assets.pipeline import bucket_input_versions, build_calendar
 from precompute_assets.store import stock_commit
 from precompute_assets.store.bucket_state import stale_reason
@@ -89,3 +90,15 @@ def test_rerunning_on_unchanged_input_changes_nothing(fast_store):
     calendar = read_calendar(layout)
     versions = bucket_input_versions(fast_store, ["b00", "b01", "b02", "b03"])
     assert {stale_reason(layout, b, v, calendar) for b, v in versions.items()} == {None}
+
+
+def test_intermediates_keep_each_stocks_own_columns(tmp_path):
+    """A bucket mixing inputs with and without `amount` must not give the others an all-NaN `amount`."""
+    dates = pd.date_range("2024-01-01", periods=3, name="date")
+    with_amount = pd.DataFrame({"close": [1.0, 2.0, 3.0], "amount": [5.0, 6.0, 7.0]}, index=dates)
+    without = pd.DataFrame({"close": [4.0, np.nan, 6.0]}, index=dates[:3])
+    path = tmp_path / "bars.arrow"
+    intermediates.write_frames(path, {"SH600000": with_amount, "SZ000001": without})
+    back = intermediates.read_frames(path)
+    pd.testing.assert_frame_equal(back["SH600000"], with_amount, check_freq=False)
+    pd.testing.assert_frame_equal(back["SZ000001"], without, check_freq=False)

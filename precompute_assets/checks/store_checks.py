@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Callable
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
@@ -41,17 +42,35 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
     )
     def _check(context: AssetCheckExecutionContext, precompute: PrecomputeSettings) -> AssetCheckResult:
         settings = precompute.settings
-        result = ValidationResult.combine([validate(context, settings, bucket) for bucket in context.partition_keys])
+        results = {bucket: validate(context, settings, bucket) for bucket in context.partition_keys}
+        if not context.has_partition_key:
+            # Dagster records a range run's returned result without a partition: each bucket gets its own
+            for bucket, result in results.items():
+                context.op_execution_context.log_event(
+                    AssetCheckEvaluation(
+                        asset_key=qlib_store.key,
+                        check_name=name,
+                        partition=bucket,
+                        blocking=True,
+                        **_outcome(result),
+                    )
+                )
+        result = ValidationResult.combine(list(results.values()))
         log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
         log(result.describe())
-        return AssetCheckResult(
-            passed=result.passed,
-            severity=AssetCheckSeverity.WARN if result.failures and not result.blocking else AssetCheckSeverity.ERROR,
-            metadata=check_metadata(result),
-            description=result.describe(limit=5),
-        )
+        return AssetCheckResult(**_outcome(result))
 
     return _check
+
+
+def _outcome(result: ValidationResult) -> dict[str, object]:
+    """passed, severity, metadata and description of one validation, as a check evaluation records them."""
+    return {
+        "passed": result.passed,
+        "severity": AssetCheckSeverity.WARN if result.failures and not result.blocking else AssetCheckSeverity.ERROR,
+        "metadata": check_metadata(result),
+        "description": result.describe(limit=5),
+    }
 
 
 def integrity_marking_repairs(settings: Settings, bucket: str) -> ValidationResult:
