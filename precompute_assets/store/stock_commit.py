@@ -108,13 +108,13 @@ def update_stock(
 
 def files_match_meta(layout: StoreLayout, code: str, meta: Mapping[str, object]) -> bool:
     """Every file `_stock.json` lists exists with the recorded size (a cheap check; the crc is for audits)."""
-    for field, (size, _crc) in meta["files"].items():  # type: ignore[union-attr]
-        try:
-            if layout.bin_path(code, field).stat().st_size != size:
-                return False
-        except FileNotFoundError:
-            return False
-    return True
+    suffix = f".{FREQ}.bin"
+    try:
+        with os.scandir(layout.stock_dir(code)) as entries:
+            sizes = {e.name[: -len(suffix)]: e.stat().st_size for e in entries if e.name.endswith(suffix)}
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return all(sizes.get(field) == size for field, (size, _crc) in meta["files"].items())  # type: ignore[union-attr]
 
 
 def read_stock_meta(layout: StoreLayout, code: str) -> dict | None:
