@@ -3,13 +3,14 @@
 The cash is split into equal sleeves, one per stock; a sleeve is all in the stock while its signal
 is long and all cash otherwise. The loop runs over trades, not days: from each fill it jumps to the
 next day on which the opposite order can fill (the signal wants it, the stock is not suspended or at
-its limit, and for a sell the shares were bought on an earlier day: T+1). It works on plain numpy
-arrays and row numbers; dates, the trade table and the equity are built once at the end (boxing a
-Timestamp per fill cost more than the whole loop).
+its limit, and for a sell the shares were bought on an earlier day: T+1). It works on row numbers;
+dates, the trade table and the equity are built once at the end (boxing a Timestamp per fill cost
+more than the whole loop).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,41 +68,40 @@ def _run_sleeve(
     price: np.ndarray, lot: np.ndarray, buy_days: np.ndarray, sell_days: np.ndarray, rules: MarketRules, cash: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sleeve's equity per row, and its fills as rows of (row number, side (1 buy, 0 sell), shares,
-    price, value, cost)."""
-    cash_delta = np.zeros(len(price))
-    share_delta = np.zeros(len(price))
+    price, value, cost). The loop uses Python lists and `bisect`: numpy's per-call overhead on scalars
+    was most of its time."""
+    closes, lots, buys, sells = price.tolist(), lot.tolist(), buy_days.tolist(), sell_days.tolist()
     fills: list[tuple[int, int, float, float, float, float]] = []
     initial, shares, day = cash, 0.0, 0
     while True:
-        days = sell_days if shares else buy_days
-        k = int(np.searchsorted(days, day))
+        days = sells if shares else buys
+        k = bisect.bisect_left(days, day)
         if k == len(days):
             break
-        day = int(days[k])
-        close = float(price[day])
+        day = days[k]
+        close = closes[day]
         if shares:
             value = shares * close
             cost = rules.cost(value, sell=True)
             fills.append((day, 0, shares, close, value, cost))
-            cash_delta[day] += value - cost
-            share_delta[day] -= shares
             cash += value - cost
             shares = 0.0
         else:
-            bought = _affordable(cash, close, float(lot[day]), rules)
+            bought = _affordable(cash, close, lots[day], rules)
             if bought:
                 value = bought * close
                 cost = rules.cost(value, sell=False)
                 fills.append((day, 1, bought, close, value, cost))
-                cash_delta[day] -= value + cost
-                share_delta[day] += bought
                 cash -= value + cost
                 shares = bought
         day += 1  # T+1: the earliest sell of today's buy is the next trading day
-    held = np.cumsum(share_delta)
+    rows = np.array(fills, dtype=np.float64).reshape(-1, 6)
+    day_of, bought_on = rows[:, 0].astype(np.intp), rows[:, 1] == 1
+    cash_delta, share_delta = np.zeros(len(price)), np.zeros(len(price))
+    cash_delta[day_of] = np.where(bought_on, -(rows[:, 4] + rows[:, 5]), rows[:, 4] - rows[:, 5])
+    share_delta[day_of] = np.where(bought_on, rows[:, 2], -rows[:, 2])  # at most one fill a day (T+1)
     marked = np.nan_to_num(_ffill(price), nan=0.0)
-    equity = initial + np.cumsum(cash_delta) + held * marked
-    return equity, np.array(fills, dtype=np.float64).reshape(-1, 6)
+    return initial + np.cumsum(cash_delta) + np.cumsum(share_delta) * marked, rows
 
 
 def _affordable(cash: float, price: float, lot: float, rules: MarketRules) -> float:

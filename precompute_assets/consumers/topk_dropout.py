@@ -113,8 +113,9 @@ class _Book:
         if not scored.any():
             return  # Qlib: no signal that day, no orders
         held = sorted(self.amount)
-        unheld = np.flatnonzero(scored)
-        unheld = unheld[~np.isin(unheld, held)]
+        unheld = scored.copy()
+        unheld[held] = False
+        unheld = np.flatnonzero(unheld)
         today = list(_descending(unheld, score[unheld]))[: n_drop + topk - len(held)]
         if not today:
             pool = _descending(np.array(held, dtype=np.intp), score[held])
@@ -134,9 +135,11 @@ class _Book:
 
     def mark(self, market: Market, day: int) -> None:
         """Holdings not suspended today take today's close."""
+        close = market.close[day]
         for j in self.amount:
-            if not np.isnan(market.close[day, j]):
-                self.price[j] = float(market.close[day, j])
+            price = float(close[j])
+            if price == price:  # not NaN
+                self.price[j] = price
 
     def value(self) -> float:
         stocks = 0.0
