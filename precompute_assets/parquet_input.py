@@ -15,8 +15,8 @@ Rules (each counted in `StockInput.quality`, none of them stops a run):
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +102,29 @@ def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(parsed.dt.normalize().unique()).sort_values()
 
 
+CACHED_STOCKS = 1024
+"""Cleaned inputs kept per process: a bucket run reads each file for its bars and again for two
+checks. Keyed by the file's content hash (cheap next to parsing and cleaning), so a rewritten file
+is read again however quickly it was rewritten."""
+_cache: OrderedDict[tuple[str, str], StockInput] = OrderedDict()
+
+
 def read_stock(path: Path, code: str) -> StockInput:
-    """Read and clean one stock file by the rules in this module's docstring."""
+    """Read and clean one stock file by the rules in this module's docstring (a copy the caller owns)."""
+    try:
+        key = (code, file_fingerprint(path))
+    except OSError:
+        return _read_stock(path, code)
+    if key not in _cache:
+        _cache[key] = _read_stock(path, code)
+        if len(_cache) > CACHED_STOCKS:
+            _cache.popitem(last=False)
+    _cache.move_to_end(key)
+    stock = _cache[key]
+    return replace(stock, path=Path(path), bars=stock.bars.copy(), quality=Counter(stock.quality))
+
+
+def _read_stock(path: Path, code: str) -> StockInput:
     raw = _load(path, code)
     quality: Counter = Counter()
     missing = [c for c in REQUIRED if c not in raw.columns]
