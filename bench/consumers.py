@@ -116,7 +116,7 @@ def bench_backtests(settings: Settings, codes: list[str], years: int) -> None:
 
 
 def _factor_score(spec: MultiFactor, codes: list[str], end: pd.Timestamp, settings: Settings, stored: bool) -> None:
-    """The part of multi_factor the store serves; the rest is Qlib's own backtest loop."""
+    """The part of multi_factor the store serves; the rest is the TopkDropout replay, the same both ways."""
     columns = [*spec.columns(), "factor"]
     spec.score(
         load_multiple_stocks_with_indicators(codes, None, end, columns, settings=settings, use_precomputed=stored)
