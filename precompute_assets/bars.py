@@ -5,7 +5,7 @@ This is what every family computes from, in the precompute and in the consumers'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,13 +43,18 @@ def scan_calendar(files: Mapping[str, Path]) -> CalendarScan:
     return CalendarScan(pd.DatetimeIndex(sorted(dates), name="date"), errors)
 
 
-def load_bars(files: Mapping[str, Path], codes: Iterable[str], calendar: pd.DatetimeIndex) -> BucketBars:
-    """Read, clean and align each stock; a bad file is skipped with its `InputError`."""
+def load_bars(
+    files: Mapping[str, Path],
+    codes: Iterable[str],
+    calendar: pd.DatetimeIndex,
+    read: Callable[[Path, str], StockInput] = read_stock,
+) -> BucketBars:
+    """Read (with `read`), clean and align each stock; a bad file is skipped with its `InputError`."""
     out = BucketBars()
     for code in codes:
         path = files[code]
         try:
-            stock = read_stock(path, code)
+            stock = read(path, code)
             _, aligned = align_to_calendar(stock.bars, calendar)
         except InputError as exc:
             out.errors.append(exc)

@@ -103,20 +103,20 @@ def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
 
 
 CACHED_STOCKS = 1024
-"""Cleaned inputs kept per process: a bucket run reads each file for its bars and again for two
-checks. Keyed by the file's content hash (cheap next to parsing and cleaning), so a rewritten file
-is read again however quickly it was rewritten."""
+"""Cleaned inputs a bucket run keeps: it reads each file for its bars and again for two checks.
+Keyed by the file's content hash (cheap next to parsing and cleaning), so a rewritten file is read
+again however quickly it was rewritten. Consumers read uncached, as any fresh process would."""
 _cache: OrderedDict[tuple[str, str], StockInput] = OrderedDict()
 
 
-def read_stock(path: Path, code: str) -> StockInput:
-    """Read and clean one stock file by the rules in this module's docstring (a copy the caller owns)."""
+def read_stock_cached(path: Path, code: str) -> StockInput:
+    """`read_stock` through the bucket run's cache (a copy the caller owns)."""
     try:
         key = (code, file_fingerprint(path))
     except OSError:
-        return _read_stock(path, code)
+        return read_stock(path, code)
     if key not in _cache:
-        _cache[key] = _read_stock(path, code)
+        _cache[key] = read_stock(path, code)
         if len(_cache) > CACHED_STOCKS:
             _cache.popitem(last=False)
     _cache.move_to_end(key)
@@ -124,7 +124,8 @@ def read_stock(path: Path, code: str) -> StockInput:
     return replace(stock, path=Path(path), bars=stock.bars.copy(), quality=Counter(stock.quality))
 
 
-def _read_stock(path: Path, code: str) -> StockInput:
+def read_stock(path: Path, code: str) -> StockInput:
+    """Read and clean one stock file by the rules in this module's docstring."""
     raw = _load(path, code)
     quality: Counter = Counter()
     missing = [c for c in REQUIRED if c not in raw.columns]

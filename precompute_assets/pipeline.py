@@ -23,7 +23,7 @@ from precompute_assets.buckets import codes_in_bucket
 from precompute_assets.families.update import compute_family_update, tail_start
 from precompute_assets.operations.disk_space import ensure_free_space, stock_write_bytes
 from precompute_assets.operations.lock import bucket_lock
-from precompute_assets.parquet_input import file_fingerprint, scan_folder
+from precompute_assets.parquet_input import file_fingerprint, read_stock_cached, scan_folder
 from precompute_assets.progress import Log, Progress, log_stock, no_log
 from precompute_assets.registry import history_need, load_registry
 from precompute_assets.settings import Settings
@@ -116,7 +116,7 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
         loaded: BucketBars = BucketBars()
 
         def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
-            result = load_bars(folder.files, [code], calendar)
+            result = load_bars(folder.files, [code], calendar, read_stock_cached)
             loaded.errors.extend(result.errors)
             loaded.inputs.update(result.inputs)
             if code not in result.bars:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from precompute_assets.buckets import bucket_of, codes_in_bucket
-from precompute_assets.parquet_input import InputError, StockInput, read_stock, scan_folder
+from precompute_assets.parquet_input import InputError, StockInput, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
@@ -57,7 +57,7 @@ class BucketScope:
         """The stock's cleaned input by the input contract (read once), or why it cannot be used."""
         if code not in self._inputs:
             try:
-                self._inputs[code] = read_stock(self.input_files[code], code)
+                self._inputs[code] = read_stock_cached(self.input_files[code], code)
             except InputError as exc:
                 self._inputs[code] = exc
         return self._inputs[code]
