@@ -262,7 +262,8 @@ def _assemble(
         base = stored.join(computed[plan.compute].reindex(stored.index))
     fields = list(columns.values())
     out = base if list(base.columns) == fields else base[fields]
-    return out.set_axis(list(columns), axis=1)
+    out.columns = list(columns)  # this call's own frame: renamed in place (set_axis would copy it)
+    return out
 
 
 def _attrs(plan: _Plan, columns: dict[str, str], freshness: Freshness, errors: list[str]) -> dict[str, object]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from precompute_assets.store.bin_file import DTYPE
+from precompute_assets.store.bin_file import read_raw
 from precompute_assets.store.calendar import read_calendar
-from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.layout import FREQ, StoreLayout
 
 
 @dataclass
@@ -33,34 +34,36 @@ class StoreReader:
         return sorted(p.name.split(".")[0] for p in directory.glob("*.day.bin"))
 
     def read(self, code: str, fields: Sequence[str], start: str | None = None, end: str | None = None) -> pd.DataFrame:
-        """Columns named as `fields` (missing files are left out) over [start, end] of the stock's span."""
-        columns: dict[str, np.ndarray] = {}
-        first = last = None
+        """Columns named as `fields` (missing files are left out) over [start, end] of the stock's span.
+
+        Plain string paths and one float32 block: a read is a few hundred small files, so per-file
+        overhead (pathlib, one array per column) is what there is to save.
+        """
+        directory = str(self.layout.stock_dir(code))
+        names, starts, arrays = [], [], []
         for name in fields:
-            path = self.layout.bin_path(code, name)
             try:
-                data = np.fromfile(path, dtype=DTYPE)
+                data = read_raw(os.path.join(directory, f"{name.lower()}.{FREQ}.bin"))
             except FileNotFoundError:
                 continue
             if data.size < 1:
                 continue
-            start_index, values = int(data[0]), data[1:]
-            first = start_index if first is None else min(first, start_index)
-            last = start_index + len(values) - 1 if last is None else max(last, start_index + len(values) - 1)
-            columns[name] = (start_index, values)
-        if not columns:
+            names.append(name)
+            starts.append(int(data[0]))
+            arrays.append(data[1:])
+        if not names:
             return pd.DataFrame(index=pd.DatetimeIndex([], name="date"))
+        first = min(starts)
+        last = max(s + len(a) - 1 for s, a in zip(starts, arrays, strict=True))
         last = min(last, len(self.calendar) - 1)  # rows past the published calendar are not committed yet
         lo, hi = self._window(first, last, start, end)
         index = self.calendar[lo : hi + 1]
-        out = {}
-        for name, (start_index, values) in columns.items():
-            column = np.full(len(index), np.nan, dtype=np.float32)
+        block = np.full((len(index), len(names)), np.nan, dtype=np.float32)
+        for j, (start_index, values) in enumerate(zip(starts, arrays, strict=True)):
             src_lo, src_hi = max(lo, start_index), min(hi, start_index + len(values) - 1)
             if src_hi >= src_lo:
-                column[src_lo - lo : src_hi - lo + 1] = values[src_lo - start_index : src_hi - start_index + 1]
-            out[name] = column
-        return pd.DataFrame(out, index=index)
+                block[src_lo - lo : src_hi - lo + 1, j] = values[src_lo - start_index : src_hi - start_index + 1]
+        return pd.DataFrame(block, index=index, columns=names)
 
     def _window(self, first: int, last: int, start: str | None, end: str | None) -> tuple[int, int]:
         lo = first if start is None else max(first, int(self.calendar.searchsorted(pd.Timestamp(start), "left")))

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from precompute_assets.store.bin_file import DTYPE
+from precompute_assets.store.bin_file import DTYPE, read_raw
 from precompute_assets.store.layout import FREQ, StoreLayout
 
 
@@ -26,7 +26,7 @@ def read_stored(
     names, columns = [], []
     for name in fields:
         try:
-            data = np.fromfile(os.path.join(directory, f"{name.lower()}.{FREQ}.bin"), dtype=DTYPE)
+            data = read_raw(os.path.join(directory, f"{name.lower()}.{FREQ}.bin"))
         except (FileNotFoundError, ValueError):
             continue
         column = np.full(len(index), np.nan, dtype=np.float32)
