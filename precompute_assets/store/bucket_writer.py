@@ -66,8 +66,7 @@ def write_stock(
         commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta)
         written = len(bars)
     else:
-        columns = {name: frame[name] for frame in family_frames.values() for name in frame.columns}
-        written = _update(layout, registry, code, bars, columns, plan, state, meta)
+        written = _update(layout, registry, code, bars, family_frames, plan, state, meta)
     stored = meta.get("indicators", {})
     return StockWrite(
         code,
@@ -86,12 +85,14 @@ def _update(
     registry: Registry,
     code: str,
     bars: pd.DataFrame,
-    columns: Mapping[str, pd.Series],
+    family_frames: Mapping[str, pd.DataFrame],
     plan: StockPlan,
     state: Mapping[str, float],
     meta: dict,
 ) -> int:
-    """Append the plan's new days to every column that is not stale, and replace the stale ones."""
+    """Append the plan's new days to every column that is not stale, and replace the stale ones.
+
+    Each family frame is aligned once as a block (a reindex per column cost more than the appends)."""
     current = read_stock_meta(layout, code)
     update = plan.update
     # NaN shares were measured on the full history; the new days do not change them materially
@@ -103,16 +104,18 @@ def _update(
         new = bars.loc[update.new_from :]
         new_rows = len(new)
         appends.update(base_fields(new))
-        for name, series in columns.items():
-            if name not in update.stale:
-                appends[name.lower()] = series.reindex(new.index).to_numpy(np.float32)
+        for frame in family_frames.values():
+            block = frame.reindex(new.index).to_numpy(np.float32).T
+            appends.update((n.lower(), v) for n, v in zip(frame.columns, block, strict=True) if n not in update.stale)
         # a column that failed for this stock earlier has no file: it stays absent (reported missing)
         appends = {f: v for f, v in appends.items() if f in current["files"]}
     replacements = {}
-    for name in sorted(update.stale):
-        if name in columns:  # stale columns come with the stock's whole history (see pipeline.build_bars)
-            replacements[name.lower()] = columns[name].reindex(bars.index).to_numpy(np.float32)
-            indicators[name.lower()] = registry.get(name).fingerprint
+    for frame in family_frames.values():
+        stale = [n for n in frame.columns if n in update.stale]
+        if stale:  # stale columns come with the stock's whole history (see pipeline.build_bars)
+            block = frame[stale].reindex(bars.index).to_numpy(np.float32).T
+            replacements.update((n.lower(), v) for n, v in zip(stale, block, strict=True))
+            indicators.update((n.lower(), registry.get(n).fingerprint) for n in stale)
     meta.update(
         first_date=current["first_date"],
         rows=current["rows"] + new_rows,
