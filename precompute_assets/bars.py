@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from precompute_assets.parquet_input import InputError, StockInput, read_dates, read_stock
@@ -33,14 +34,16 @@ class BucketBars:
 
 
 def scan_calendar(files: Mapping[str, Path]) -> CalendarScan:
-    dates: set[pd.Timestamp] = set()
+    """The union of every readable file's dates (as arrays: a set of Timestamps cost 30 s at 5,000 stocks)."""
+    dates: list[np.ndarray] = []
     errors: list[InputError] = []
     for code, path in sorted(files.items()):
         try:
-            dates.update(read_dates(path, code))
+            dates.append(read_dates(path, code).to_numpy("datetime64[ns]"))
         except InputError as exc:
             errors.append(exc)
-    return CalendarScan(pd.DatetimeIndex(sorted(dates), name="date"), errors)
+    union = np.unique(np.concatenate(dates)) if dates else np.array([], "datetime64[ns]")
+    return CalendarScan(pd.DatetimeIndex(union, name="date"), errors)
 
 
 def load_bars(

@@ -38,12 +38,13 @@ def stale_buckets(settings: Settings) -> dict[str, StaleBucket]:
         bucket_of(code, settings.batches) for code, meta in metas.items() if not files_match_meta(layout, code, meta)
     }
     stale = {}
+    calendar_print = calendar_fingerprint(calendar)
     for bucket in bucket_keys(settings.batches):
         version = input_version(file_fingerprints(files, codes_in_bucket(files, bucket, settings.batches)))
         damaged_here = bucket in damaged or marked_for_repair(layout, bucket)
         reason = "damaged store files" if damaged_here else stale_reason(layout, bucket, version, calendar)
         if reason:
-            key = f"{bucket}:{version}:{calendar_fingerprint(calendar)}:{reason.replace(' ', '_')}"
+            key = f"{bucket}:{version}:{calendar_print}:{reason.replace(' ', '_')}"
             stale[bucket] = StaleBucket(bucket, reason, version, key)
     return stale
 

@@ -98,7 +98,7 @@ def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
     if missing:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
     dates = pd.read_parquet(path, columns=["date"])["date"] if "date" in names else _load(path, code).index.to_series()
-    parsed = pd.to_datetime(dates, errors="coerce").dropna()
+    parsed = pd.to_datetime(dates, errors="coerce", cache=False).dropna()  # its cache costs more than it saves
     return pd.DatetimeIndex(parsed.dt.normalize().unique()).sort_values()
 
 
@@ -133,7 +133,7 @@ def read_stock(path: Path, code: str) -> StockInput:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
     ignored = sorted(str(c) for c in raw.columns if c not in REQUIRED + OPTIONAL)
 
-    dates = pd.to_datetime(pd.Series(raw.index), errors="coerce")
+    dates = pd.to_datetime(pd.Series(raw.index), errors="coerce", cache=False)
     quality["bad_dates"] = int(dates.isna().sum())
     frame = raw.loc[dates.notna().to_numpy(), [c for c in REQUIRED + OPTIONAL if c in raw.columns]].copy()
     frame.index = pd.DatetimeIndex(dates.dropna()).normalize()

@@ -19,6 +19,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from precompute_assets.buckets import bucket_keys
 from precompute_assets.freshness import StaleBucket, stale_buckets
 from precompute_assets.jobs import update_job
+from precompute_assets.partitions import stock_buckets
 from precompute_assets.pipeline import bucket_input_versions
 from precompute_assets.resources import PrecomputeSettings
 
@@ -39,10 +40,20 @@ UNFINISHED = [
 ]
 
 
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
 def buckets_with_unfinished_runs(context: SensorEvaluationContext) -> set[str]:
-    """Buckets a queued or running update run will bring up to date: asking again would do the work twice."""
-    runs = context.instance.get_runs(RunsFilter(job_name=update_job.name, statuses=UNFINISHED))
-    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+    """Buckets a queued or running run works on (the sensor's own, a backfill's, `make run`'s ranges of
+    buckets): asking again would do the work twice, and two runs of one bucket race for its intermediates."""
+    keys = stock_buckets.get_partition_keys()
+    busy: set[str] = set()
+    for run in context.instance.get_runs(RunsFilter(statuses=UNFINISHED)):
+        if "dagster/partition" in run.tags:
+            busy.add(run.tags["dagster/partition"])
+        elif {RANGE_START, RANGE_END} <= set(run.tags):
+            busy.update(keys[keys.index(run.tags[RANGE_START]) : keys.index(run.tags[RANGE_END]) + 1])
+    return busy
 
 
 @sensor(

@@ -8,7 +8,7 @@ import pandas as pd
 from conftest import CSI300, build_store, copy_inputs
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 
-from precompute_assets.buckets import bucket_of
+from precompute_assets.buckets import bucket_keys, bucket_of
 from precompute_assets.definitions import defs
 from precompute_assets.freshness import store_status
 from precompute_assets.resources import PrecomputeSettings
@@ -125,5 +125,30 @@ def test_sensor_leaves_a_bucket_alone_while_a_run_for_it_is_unfinished(tmp_path)
     instance.add_run(running)
     assert tick(instance, resources, None).run_requests == []
     instance.report_run_canceled(running)
+    (request,) = tick(instance, resources, None).run_requests
+    assert request.partition_key == bucket
+
+
+def test_sensor_leaves_alone_the_buckets_of_an_unfinished_range_run(tmp_path):
+    """`make run` runs neighbouring buckets as one range run: none of them may get a second run."""
+    from dagster import DagsterRun, DagsterRunStatus
+
+    parquet = copy_inputs(CODES[:3], tmp_path / "parquet")
+    settings = build_store(parquet, tmp_path / "qlib_data")
+    resources = {
+        "precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(settings.qlib_data_path))
+    }
+    copy_inputs(["SZ000538"], parquet)
+    bucket = bucket_of("SZ000538", 4)
+    keys = bucket_keys(4)
+    instance = DagsterInstance.ephemeral()
+    range_run = DagsterRun(
+        job_name="precompute_bucket_job",
+        status=DagsterRunStatus.STARTED,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
+    instance.add_run(range_run)
+    assert tick(instance, resources, None).run_requests == []
+    instance.report_run_canceled(range_run)
     (request,) = tick(instance, resources, None).run_requests
     assert request.partition_key == bucket

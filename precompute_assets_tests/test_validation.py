@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import build_store, copy_inputs, run_pipeline
 
 from precompute_assets import pipeline
 from precompute_assets.buckets import bucket_keys, bucket_of
@@ -200,3 +201,30 @@ def test_a_damaged_bucket_is_repaired_by_rebuilding_only_that_bucket(store, buil
     for code in ("SZ000538", "SZ302132"):
         fields = fresh.fields(code)
         pd.testing.assert_frame_equal(repaired.read(code, fields), fresh.read(code, fields))
+
+
+def test_after_an_update_quality_checks_the_appended_days_and_integrity_guards_the_rest(tmp_path):
+    """A daily update's quality check costs its new days; an older row altered later is integrity's to find."""
+    codes, new_days = ("SH600519", "SZ000792"), 5
+    parquet = copy_inputs(codes, tmp_path / "parquet")
+    full = {code: pd.read_parquet(parquet / f"{code}.parquet") for code in codes}
+    for code, frame in full.items():
+        frame.iloc[:-new_days].to_parquet(parquet / f"{code}.parquet")
+    settings = build_store(parquet, tmp_path / "qlib_data", batches=1)
+    for code, frame in full.items():
+        frame.to_parquet(parquet / f"{code}.parquet")
+    run_pipeline(settings)
+
+    result = validate_quality(settings, None)
+    assert result.passed, result.describe()
+    assert result.checked["rows_checked"] == new_days * len(codes) and result.checked["stocks_profiled"] == 0
+
+    stored = StoreReader(StoreLayout(settings.qlib_data_path)).read("SZ000792", ["rsi14"])["rsi14"]
+    date = alter(settings, "SZ000792", "rsi14", len(stored) - 2, 150.0)  # an appended day
+    appended = validate_quality(settings, None)
+    assert appended.failing_stocks == ["SZ000792"] and date in by_column(appended, "SZ000792")["rsi14"][0].example
+
+    alter(settings, "SZ000792", "rsi14", len(stored) - 2, float(stored.iloc[-2]))  # put back as it was
+    alter(settings, "SH600519", "rsi14", 800, 150.0)  # history, after it passed when it was written
+    assert validate_quality(settings, None).passed
+    assert validate_integrity(settings, None).failing_stocks == ["SH600519"]

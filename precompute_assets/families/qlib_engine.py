@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from qlib.data.data import LocalCalendarProvider
 
 from precompute_assets.families.base import ComputeError, FamilyResult
 from precompute_assets.families.qlib_segments import SEGMENTS, segment_aware_ops
@@ -92,7 +93,12 @@ def evaluate_expressions(
             SEGMENTS.clear()
             SEGMENTS[BATCH.lower()] = [(lo, hi - 1) for lo, hi in staging.spans.values()]
             # ERROR: Qlib warns once per operator that the segment-aware ones override its own
-            init_qlib(Path(tmp), custom_ops=segment_aware_ops(), logging_level=logging.ERROR)
+            init_qlib(
+                Path(tmp),
+                custom_ops=segment_aware_ops(),
+                calendar_provider={"class": "StagingCalendarProvider", "module_path": __name__},
+                logging_level=logging.ERROR,
+            )
             try:
                 values = _features([BATCH], fields, staging.calendar).to_numpy()
                 for code in group:
@@ -109,6 +115,29 @@ def evaluate_expressions(
             frame = pd.DataFrame(found, index=bars_by_code[code].index).reindex(columns=names)
             result.frames[code] = frame.astype(np.float32).replace([np.inf, -np.inf], np.nan)
     return result
+
+
+def _fake_dates(count: int) -> list[pd.Timestamp]:
+    """The first `count` days of the staging calendar as Timestamps, built once per process and grown."""
+    if len(_FAKE_DATES) < count:
+        _FAKE_DATES[:] = list(pd.date_range(FAKE_START, periods=max(count, 2 * len(_FAKE_DATES)), freq="D"))
+    return _FAKE_DATES[:count]
+
+
+_FAKE_DATES: list[pd.Timestamp] = []
+
+
+class StagingCalendarProvider(LocalCalendarProvider):
+    """Qlib's local calendar provider, except that a staging calendar (consecutive days from
+    `FAKE_START`) comes from a list built once per process: Qlib parses a Timestamp per line, which
+    cost 0.6 s of every Qlib family step of a 5,000-stock bucket."""
+
+    def load_calendar(self, freq: str, future: bool) -> list[pd.Timestamp]:
+        lines = self.backend_obj(freq=freq, future=future).data
+        dates = _fake_dates(len(lines))
+        if len(lines) and str(lines[0]) == f"{dates[0]:%Y-%m-%d}" and str(lines[-1]) == f"{dates[-1]:%Y-%m-%d}":
+            return dates
+        return super().load_calendar(freq, future)
 
 
 def _evaluate_per_stock(

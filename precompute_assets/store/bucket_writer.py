@@ -62,7 +62,13 @@ def write_stock(
             aligned = frame if frame.index.equals(bars.index) else frame.reindex(bars.index)
             fields.update(zip((c.lower() for c in frame.columns), aligned.to_numpy(np.float32).T, strict=True))
             fingerprints.update({name.lower(): registry.get(name).fingerprint for name in frame.columns})
-        meta.update(first_date=f"{bars.index[0]:%Y-%m-%d}", rows=len(bars), indicators=fingerprints, state=dict(state))
+        meta.update(
+            first_date=f"{bars.index[0]:%Y-%m-%d}",
+            rows=len(bars),
+            indicators=fingerprints,
+            state=dict(state),
+            written_from=0,
+        )
         commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta)
         written = len(bars)
     else:
@@ -121,6 +127,7 @@ def _update(
         rows=current["rows"] + new_rows,
         indicators=indicators,
         state={**current.get("state", {}), **state},
+        written_from=0 if replacements else current["rows"],  # the rows this write put there
     )
     update_stock(layout, code, appends, replacements, meta)
     return new_rows

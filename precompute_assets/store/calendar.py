@@ -45,4 +45,5 @@ def _text(dates: pd.DatetimeIndex) -> str:
 
 
 def calendar_fingerprint(dates: pd.DatetimeIndex) -> str:
-    return hashlib.sha1("".join(f"{d:%Y%m%d}" for d in dates).encode()).hexdigest()[:16]
+    text = "".join(np.datetime_as_string(dates.values, unit="D")).replace("-", "")  # YYYYMMDD per date
+    return hashlib.sha1(text.encode()).hexdigest()[:16]

@@ -1,7 +1,10 @@
 """Quality: values that must lie in a range do, bands are ordered, nothing is infinite, few NaN after warm-up.
 
-Range and order rules are checked on every stored row (a violation is wrong data: blocking). The NaN
-share is a warning: long suspensions legitimately leave ratio and correlation columns undefined.
+Range and order rules are checked on the rows each stock's latest write put in the store (a violation
+is wrong data: blocking): every row after a full build, the appended days after an update. Older rows
+passed this check when they were written, and the integrity check proves their bytes unchanged since,
+so a daily update's check costs its new day, not the whole history. The NaN share is a warning,
+measured on full writes: long suspensions legitimately leave ratio and correlation columns undefined.
 """
 
 from __future__ import annotations
@@ -45,10 +48,12 @@ def validate_quality(
         meta = read_stock_meta(scope.layout, code)
         if meta is None:
             continue  # unreadable `_stock.json`: the integrity check names it
-        index = stored_span(scope.calendar, meta)
-        frame = read_stored(scope.layout, code, stored_fields(scope.layout, code), scope.calendar, index)
+        written = stored_span(scope.calendar, meta)[int(meta.get("written_from", 0)) :]
+        fields = stored_fields(scope.layout, code) if len(written) == meta["rows"] else value_columns
+        frame = read_stored(scope.layout, code, fields, scope.calendar, written)
         values.append(frame.reindex(columns=value_columns).rename_axis(DATE).reset_index().assign(**{CODE: code}))
-        profiles.extend(_profile(code, frame, warmups))
+        if len(written) == meta["rows"]:
+            profiles.extend(_profile(code, frame, warmups))
     value_frame = pd.concat(values, ignore_index=True) if values else pd.DataFrame(columns=[CODE, DATE, *value_columns])
     profile_frame = pd.DataFrame(profiles, columns=[CODE, COLUMN, "infinite", "nan_share", "rows_after_warmup"])
 
@@ -59,7 +64,12 @@ def validate_quality(
     failures += session.run(
         "columns", profile_frame, _profile_rules(max_nan_share), [CODE, COLUMN], ["rows_after_warmup"]
     )
-    checked = {"stocks_checked": len(values), "rows_checked": len(value_frame), "max_nan_share": max_nan_share}
+    checked = {
+        "stocks_checked": len(values),
+        "rows_checked": len(value_frame),
+        "stocks_profiled": len({row[0] for row in profiles}),
+        "max_nan_share": max_nan_share,
+    }
     return ValidationResult("quality", scope.name, session.summary(), session.expectations, failures, checked)
 
 
