@@ -64,7 +64,9 @@ def expression_history(expression: str) -> int:
     return left + 1
 
 
-MAX_STAGING_ROWS = 213_000  # fake daily dates from 1678 must stay inside pandas' Timestamp range (2262)
+MAX_STAGING_ROWS = 60_000
+"""Rows per Qlib call: bounds its memory (Alpha158 peaks at 0.8 GB of process RSS at 60k rows, 1.3 GB at
+213k, measured on an 80-stock bucket) at no cost in speed; fake daily dates from 1678 allow 213k at most."""
 FAKE_START = pd.Timestamp("1678-01-01")
 BATCH = "ZZBATCH"
 
