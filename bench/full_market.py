@@ -216,6 +216,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def best_of(runs: int, fn: Callable[[], object]) -> float:
+    """The fastest of `runs` timings: a garbage collection or a neighbour's burst only ever adds time."""
+    return min(timed(fn) for _ in range(runs))
+
+
 def read_and_backtest(settings: Settings, n_stocks: int, wide: Path) -> dict:
     """All stored columns of `n_stocks` through the loader, on the fly, and from one wide Parquet file;
     then each strategy with and without the store. Ratios are against the store's time."""
@@ -227,8 +232,8 @@ def read_and_backtest(settings: Settings, n_stocks: int, wide: Path) -> dict:
     frames = load_multiple_stocks_with_indicators(codes, settings=settings)
     pd.concat(frames, names=["code"]).to_parquet(wide)
     # the two reads take a second or two, so a noisy moment moves them most: the best of three each
-    store = min(timed(lambda: load_multiple_stocks_with_indicators(codes, settings=settings)) for _ in range(3))
-    parquet = min(timed(lambda: pd.read_parquet(wide)) for _ in range(3))
+    store = best_of(3, lambda: load_multiple_stocks_with_indicators(codes, settings=settings))
+    parquet = best_of(3, lambda: pd.read_parquet(wide))
     computed = timed(lambda: load_multiple_stocks_with_indicators(codes, settings=settings, use_precomputed=False))
     read = {
         "stocks": len(codes),
@@ -244,8 +249,8 @@ def read_and_backtest(settings: Settings, n_stocks: int, wide: Path) -> dict:
     backtests = {}
     for name in STRATEGIES:
         params = {"topk": max(1, len(codes) // 10), "n_drop": 2} if name == "multi_factor" else {}
-        with_store = timed(partial(run_backtest, name, codes, start, end, True, settings=settings, **params))
-        without = timed(partial(run_backtest, name, codes, start, end, False, settings=settings, **params))
+        with_store = best_of(3, partial(run_backtest, name, codes, start, end, True, settings=settings, **params))
+        without = best_of(3, partial(run_backtest, name, codes, start, end, False, settings=settings, **params))
         backtests[name] = {
             "with_store_seconds": round(with_store, 2),
             "without_seconds": round(without, 2),
