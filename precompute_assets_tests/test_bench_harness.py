@@ -45,5 +45,6 @@ def test_full_market_harness_small_mode(tmp_path):
         "macd",
         "bollinger",
         "multi_factor",
+        "multi_factor_replay",
     }
     assert "| full_build" in done.stdout or "[full_build]" in done.stdout

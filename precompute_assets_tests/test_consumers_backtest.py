@@ -4,7 +4,7 @@ Parity runs every strategy twice on real csi300_daily data (store vs. everything
 input). The rules are checked against the raw input prices: lots of 100 real shares, no buy at a
 limit-up close, no sell at a limit-down close, no trade on a suspended day, T+1, and the cost rule.
 A buy-and-hold sleeve is checked against the price path of the input file, and multi_factor's
-TopkDropout replay against Qlib's own `TopkDropoutStrategy` backtest on the same scores.
+TopkDropout replay (`engine="replay"`) against Qlib's own `TopkDropoutStrategy` backtest (the default).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from consumers_fixtures import CODES, CSI300, shared_store
-from qlib_topk_reference import qlib_topk_dropout
 
 from precompute_assets.consumers import (
     STRATEGIES,
@@ -23,7 +22,6 @@ from precompute_assets.consumers import (
 )
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.portfolio import simulate
-from precompute_assets.consumers.strategies import MultiFactor
 from precompute_assets.settings import Settings
 
 START, END = "2021-01-01", "2022-12-31"
@@ -93,18 +91,14 @@ def test_a_share_rules(results: dict, raw: dict[str, pd.DataFrame], name: str) -
 
 
 @pytest.mark.parametrize(("topk", "n_drop"), [(2, 1), (3, 0), (4, 2), (1, 3)])
-def test_multi_factor_trades_as_qlibs_topk_dropout(store: Settings, topk: int, n_drop: int) -> None:
+def test_multi_factors_replay_trades_as_qlibs_own_topk_dropout_backtest(store: Settings, topk: int, n_drop: int):
     """The same fills and equity as Qlib's backtest, up to the last bits of sums Qlib adds in set order."""
-    result = run_backtest("multi_factor", CODES, START, END, settings=store, topk=topk, n_drop=n_drop)
-    spec = MultiFactor(topk=topk, n_drop=n_drop)
-    frames = load_multiple_stocks_with_indicators(CODES, None, END, [*spec.columns(), "factor"], settings=store)
-    start, end, cash = pd.Timestamp(START), pd.Timestamp(END), 10_000_000.0
-    qlib = qlib_topk_dropout(
-        spec.score(frames), frames, store.qlib_data_path, start, end, MarketRules(), cash, topk, n_drop
-    )
+    kwargs = {"settings": store, "topk": topk, "n_drop": n_drop}
+    replay = run_backtest("multi_factor", CODES, START, END, engine="replay", **kwargs)
+    qlib = run_backtest("multi_factor", CODES, START, END, engine="qlib", **kwargs)
     assert len(qlib.trades) > 0
-    pd.testing.assert_frame_equal(result.trades, qlib.trades, check_exact=False, rtol=1e-12)
-    pd.testing.assert_series_equal(result.equity, qlib.equity, check_exact=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(replay.trades, qlib.trades, check_exact=False, rtol=1e-12)
+    pd.testing.assert_series_equal(replay.equity, qlib.equity, check_exact=False, rtol=1e-12)
 
 
 def test_a_registered_window_is_loaded_and_another_computed(store: Settings) -> None:

@@ -1,10 +1,12 @@
 """`run_backtest`: load the strategy's columns (store first), generate signals, simulate, measure.
 
-Single-stock strategies run through `portfolio.simulate`; `multi_factor` through `topk_dropout`, a
-replay of Qlib's `TopkDropoutStrategy` backtest on arrays (Qlib's own loop took 20 s for 300 stocks
-over ten years, 40 times the rest of the backtest). Both apply the same `MarketRules` and the same
-`metrics.performance`, and with `use_precomputed=False` every column is computed from the input
-instead of read from the store, which gives the same frames and therefore the same trades and metrics.
+Single-stock strategies run through `portfolio.simulate`; `multi_factor` through Qlib's own backtest
+with `TopkDropoutStrategy` (`engine="qlib"`, the default), or through `topk_dropout`, a replay of it
+on arrays that gives Qlib's fills (`engine="replay"`: Qlib's loop takes 20 s for 300 stocks over ten
+years, 40 times the rest of the backtest, so only the replay shows what the store saves). Both apply
+the same `MarketRules` and the same `metrics.performance`, and with `use_precomputed=False` every
+column is computed from the input instead of read from the store, which gives the same frames and
+therefore the same trades and metrics.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from precompute_assets.codes import canonical_code
 from precompute_assets.consumers.loader import load_multiple_stocks_with_indicators, trading_calendar
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.metrics import performance
-from precompute_assets.consumers.portfolio import simulate
+from precompute_assets.consumers.portfolio import Simulation, simulate
+from precompute_assets.consumers.qlib_backtest import qlib_topk_dropout
+from precompute_assets.consumers.staging import staged_qlib_dir
 from precompute_assets.consumers.strategies import STRATEGIES, MultiFactor
 from precompute_assets.consumers.topk_dropout import Market, run_topk_dropout
 from precompute_assets.registry import load_registry
 from precompute_assets.settings import Settings
 
 RULE_PARAMS = {f.name for f in dataclasses.fields(MarketRules)}
+ENGINES = ("qlib", "replay")
+PRICE_FIELDS = ("open", "high", "low", "close", "volume", "factor")
 
 
 @dataclass
@@ -48,6 +54,7 @@ def run_backtest(
     *,
     settings: Settings | None = None,
     cash: float = 10_000_000.0,
+    engine: str = "qlib",
     **params: object,
 ) -> BacktestResult:
     """Backtest `strategy` (one of `STRATEGIES`) on `codes` over [start, end].
@@ -55,9 +62,12 @@ def run_backtest(
     `params` are the strategy's own (e.g. `short=5, long=20` for ma_cross, `topk`, `n_drop`, `factors`
     for multi_factor) and any `MarketRules` field (`commission`, `stamp_duty`, `min_cost`, `lot`,
     `limit_threshold`). Signals use each stock's whole history up to `end`, so trading starts warm.
+    `engine` is multi_factor's: "qlib" (Qlib's own backtest) or "replay" (the same fills, on arrays).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; one of {sorted(STRATEGIES)}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; one of {ENGINES}")
     settings = settings or Settings.from_env()
     rules = MarketRules(**{k: params.pop(k) for k in list(params) if k in RULE_PARAMS})  # type: ignore[arg-type]
     spec = STRATEGIES[strategy](**params)
@@ -71,11 +81,31 @@ def run_backtest(
     for frame in frames.values():
         frame.attrs = {}  # pandas deep-copies attrs on every operation; the signals do many
     start, end = pd.Timestamp(start), pd.Timestamp(end)
-    if isinstance(spec, MultiFactor):
+    if isinstance(spec, MultiFactor) and engine == "replay":
         market = Market.from_frames(frames, trading_calendar(settings), rules)
         simulation = run_topk_dropout(spec.score(frames), market, start, end, rules, cash, spec.topk, spec.n_drop)
+    elif isinstance(spec, MultiFactor):
+        simulation = _qlib_multi_factor(spec, frames, sources, settings, start, end, rules, cash)
     else:
         wanted = {code: spec.signal(frame) for code, frame in frames.items()}
         simulation = simulate(frames, wanted, rules, cash, start, end)
     metrics = performance(simulation.equity, simulation.trades, cash)
     return BacktestResult(strategy, simulation.equity, simulation.trades, metrics, sources)
+
+
+def _qlib_multi_factor(
+    spec: MultiFactor,
+    frames: dict[str, pd.DataFrame],
+    sources: dict[str, dict],
+    settings: Settings,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    rules: MarketRules,
+    cash: float,
+) -> Simulation:
+    """Qlib reads prices from the store when they came from it, else from the frames staged for it."""
+    args = (start, end, rules, cash, spec.topk, spec.n_drop)
+    if all(set(PRICE_FIELDS) <= set(sources[code].get("from_store", [])) for code in frames):
+        return qlib_topk_dropout(spec.score(frames), frames, settings.qlib_data_path, *args)
+    with staged_qlib_dir(frames, trading_calendar(settings), PRICE_FIELDS) as root:
+        return qlib_topk_dropout(spec.score(frames), frames, root, *args)

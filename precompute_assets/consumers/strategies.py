@@ -4,7 +4,7 @@ A strategy names the registry columns it wants (`columns()`); the backtest loads
 or computed by the loader's fallback) and the strategy reads them from the frame. Only a column the
 registry does not have (a non-default window) is computed here, with TA-Lib on the frame's prices.
 Single-stock strategies return the wanted position at each close (True = long); `MultiFactor` returns a
-cross-sectional score for the `TopkDropoutStrategy` replay (`topk_dropout`).
+cross-sectional score for Qlib's `TopkDropoutStrategy` (or its replay, `topk_dropout`).
 """
 
 from __future__ import annotations

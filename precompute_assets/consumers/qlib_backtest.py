@@ -1,7 +1,8 @@
-"""The outside reference for `consumers.topk_dropout`: Qlib's own daily backtest with `TopkDropoutStrategy`.
+"""multi_factor's default engine: Qlib's own daily backtest with `TopkDropoutStrategy`.
 
-Qlib's `SimulatorExecutor` on a store, with `MarketRules` given to Qlib's exchange, keeping every fill
-(Qlib reports positions and totals, not fills). The benchmark is the universe's equal-weighted daily
+Qlib's `SimulatorExecutor` on a Qlib data directory (the store, or the frames staged in the store's
+format when their prices were computed from the input), with `MarketRules` given to Qlib's exchange,
+keeping every fill (Qlib reports positions and totals, not fills). The benchmark is the universe's equal-weighted daily
 return: in Qlib 0.9.7 `benchmark=None` silently means SH000300, which a store need not hold. Qlib's
 global configuration is restored after.
 """
