@@ -8,25 +8,7 @@ import pytest
 from qlib.data import ops
 
 from precompute_assets.families.qlib_argext import rolling_arg_position
-
-
-class _Known(ops.Expression):
-    """A leaf that loads a given series, so Qlib's operator runs on exactly these values."""
-
-    def __init__(self, series: pd.Series) -> None:
-        self.series = series
-
-    def load(self, *args: object) -> pd.Series:
-        return self.series
-
-    def _load_internal(self, *args: object) -> pd.Series:
-        return self.series
-
-    def get_longest_back_rolling(self) -> int:
-        return 0
-
-    def get_extended_window_size(self) -> tuple[int, int]:
-        return 0, 0
+from precompute_assets.families.qlib_segments import GivenSeries
 
 
 def awkward_series(seed: int, length: int = 400) -> pd.Series:
@@ -44,7 +26,7 @@ def awkward_series(seed: int, length: int = 400) -> pd.Series:
 @pytest.mark.parametrize(("operator", "pick"), [(ops.IdxMax, np.argmax), (ops.IdxMin, np.argmin)])
 def test_numpy_windows_equal_qlibs_operator_bit_for_bit(seed, window, operator, pick):
     series = awkward_series(seed)
-    expected = operator(_Known(series), window)._load_internal("x", series.index[0], series.index[-1])
+    expected = operator(GivenSeries(series), window)._load_internal("x", series.index[0], series.index[-1])
     got = rolling_arg_position(series, window, pick)
     np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
     assert got.index.equals(expected.index)

@@ -28,7 +28,7 @@ SEGMENTS: dict[str, list[tuple[int, int]]] = {}
 """Pseudo-instrument (lower case, as Qlib passes it) -> inclusive calendar spans, one per stock."""
 
 
-class _Given(Expression):
+class GivenSeries(Expression):
     """A child expression whose value is already known: the slice of one stock segment."""
 
     def __init__(self, series: pd.Series) -> None:
@@ -68,7 +68,7 @@ def _segmented_load(self, original, instrument: str, start_index: int, end_index
             continue
         clone = copy.copy(self)
         for name, series in loaded.items():
-            setattr(clone, name, _Given(series.loc[lo:hi]))
+            setattr(clone, name, GivenSeries(series.loc[lo:hi]))
         parts.append(original(clone, instrument, lo, hi, *args))
     index = pd.RangeIndex(start_index, end_index + 1)
     return pd.concat(parts).reindex(index) if parts else pd.Series(index=index, dtype=float)
