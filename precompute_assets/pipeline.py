@@ -34,6 +34,7 @@ from precompute_assets.store.calendar import publish_calendar, read_working_cale
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import write_manifest
 from precompute_assets.update_plan import StockPlan, plan_stock
+from precompute_assets.warmup import nan_after_warmup
 
 WRITER_THREADS = 4
 """Stocks committed at once by a bucket's store step (measured: 4 threads write a bucket 2-3x faster)."""
@@ -338,11 +339,8 @@ def _nan_shares(bars: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame]) 
         if code not in bars or not frame.index.equals(bars[code].index):
             continue
         valid = bars[code][["open", "high", "low", "close", "volume"]].notna().all(axis=1).to_numpy()
-        rank = np.cumsum(valid) - 1  # position of a valid day among the valid days
         warmups = np.array([registry.get(name).warmup for name in frame.columns])
-        counted = valid[:, None] & (rank[:, None] >= warmups[None, :])
-        totals = counted.sum(axis=0)
-        nans = (np.isnan(frame.to_numpy(np.float32)) & counted).sum(axis=0)
+        nans, totals = nan_after_warmup(frame.to_numpy(np.float32), valid, warmups)
         for name, total, nan in zip(frame.columns, totals, nans, strict=True):
             if total and nan:
                 shares.setdefault(code, {})[name] = round(float(nan / total), 4)

@@ -108,13 +108,19 @@ def update_stock(
 
 def files_match_meta(layout: StoreLayout, code: str, meta: Mapping[str, object]) -> bool:
     """Every file `_stock.json` lists exists with the recorded size (a cheap check; the crc is for audits)."""
-    suffix = f".{FREQ}.bin"
     try:
-        with os.scandir(layout.stock_dir(code)) as entries:
-            sizes = {e.name[: -len(suffix)]: e.stat().st_size for e in entries if e.name.endswith(suffix)}
+        sizes = {field: entry.stat().st_size for field, entry in bin_entries(layout, code).items()}
     except (FileNotFoundError, NotADirectoryError):
         return False
     return all(sizes.get(field) == size for field, (size, _crc) in meta["files"].items())  # type: ignore[union-attr]
+
+
+def bin_entries(layout: StoreLayout, code: str) -> dict[str, os.DirEntry]:
+    """The stock's bin files by field name, from one listing of its folder (a stat per file through
+    pathlib cost more than the check itself); raises as `os.scandir` does when there is no folder."""
+    suffix = f".{FREQ}.bin"
+    with os.scandir(layout.stock_dir(code)) as entries:
+        return {e.name[: -len(suffix)]: e for e in entries if e.name.endswith(suffix)}
 
 
 def read_stock_meta(layout: StoreLayout, code: str) -> dict | None:

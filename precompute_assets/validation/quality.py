@@ -19,6 +19,7 @@ from precompute_assets.validation.bucket_scope import BucketScope
 from precompute_assets.validation.gx_runner import CODE, COLUMN, DATE, GxSession, Rule
 from precompute_assets.validation.result import ValidationResult
 from precompute_assets.validation.stored_values import read_stored, stored_fields, stored_span
+from precompute_assets.warmup import nan_after_warmup
 
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "rsi14": (0.0, 100.0),
@@ -49,10 +50,11 @@ def validate_quality(
         if meta is None:
             continue  # unreadable `_stock.json`: the integrity check names it
         written = stored_span(scope.calendar, meta)[int(meta.get("written_from", 0)) :]
-        fields = stored_fields(scope.layout, code) if len(written) == meta["rows"] else value_columns
+        whole = len(written) == meta["rows"]  # a full write: profile every column, not only the ranged ones
+        fields = stored_fields(scope.layout, code) if whole else value_columns
         frame = read_stored(scope.layout, code, fields, scope.calendar, written)
         values.append(frame.reindex(columns=value_columns).rename_axis(DATE).reset_index().assign(**{CODE: code}))
-        if len(written) == meta["rows"]:
+        if whole:
             profiles.extend(_profile(code, frame, warmups))
     value_frame = pd.concat(values, ignore_index=True) if values else pd.DataFrame(columns=[CODE, DATE, *value_columns])
     profile_frame = pd.DataFrame(profiles, columns=[CODE, COLUMN, "infinite", "nan_share", "rows_after_warmup"])
@@ -107,12 +109,9 @@ def _profile_rules(max_nan_share: float) -> list[Rule]:
 def _profile(code: str, frame: pd.DataFrame, warmups: dict[str, int]) -> list[tuple]:
     """Per column: infinite count, and NaN share past the warm-up on days the stock has input."""
     with_input = np.isfinite(frame["close"].to_numpy()) if "close" in frame else np.ones(len(frame), bool)
-    rank = np.cumsum(with_input) - 1  # position of a day among the days with input
     limits = np.array([warmups.get(name, 0) for name in frame.columns])
     values = frame.to_numpy()
-    after = with_input[:, None] & (rank[:, None] >= limits[None, :])
-    counted = after.sum(axis=0)
-    nans = (np.isnan(values) & after).sum(axis=0)
+    nans, counted = nan_after_warmup(values, with_input, limits)
     infinite = np.isinf(values).sum(axis=0)
     shares = np.divide(nans, counted, out=np.zeros(len(limits)), where=counted > 0)
     return [

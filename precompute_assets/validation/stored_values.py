@@ -15,6 +15,7 @@ import pandas as pd
 
 from precompute_assets.store.bin_file import DTYPE, read_raw
 from precompute_assets.store.layout import FREQ, StoreLayout
+from precompute_assets.store.stock_commit import bin_entries
 
 
 def read_stored(
@@ -59,18 +60,15 @@ def stored_fields(layout: StoreLayout, code: str) -> list[str]:
 def file_spans(layout: StoreLayout, code: str) -> dict[str, tuple[int, int]]:
     """Per field (lower case) with a bin file: (calendar index of the first row, row count), from its
     header and size; a file whose header is not a number spans nothing."""
-    spans = {}
-    suffix = f".{FREQ}.bin"
     try:
-        entries = list(os.scandir(layout.stock_dir(code)))
+        entries = bin_entries(layout, code)
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    for entry in entries:
-        if not entry.name.endswith(suffix):
-            continue
+    spans = {}
+    for field, entry in entries.items():
         with open(entry.path, "rb") as handle:
             header = handle.read(DTYPE.itemsize)
         start = np.frombuffer(header, dtype=DTYPE)[0] if len(header) == DTYPE.itemsize else np.nan
         rows = entry.stat().st_size // DTYPE.itemsize - 1
-        spans[entry.name[: -len(suffix)]] = (int(start), rows) if np.isfinite(start) else (0, 0)
+        spans[field] = (int(start), rows) if np.isfinite(start) else (0, 0)
     return spans
