@@ -150,7 +150,7 @@ class _Book:
     def _sell(self, day: int, j: int, price: float) -> None:
         shares = self.amount[j]
         value = shares * price
-        cost = max(value * (self.rules.commission + self.rules.stamp_duty), self.rules.min_cost)
+        cost = self.rules.cost(value, sell=True)
         if self.cash + value < cost:
             return  # Qlib: the sale could not pay its cost
         self._fill(day, j, "sell", shares, price, value, cost)
@@ -159,15 +159,15 @@ class _Book:
 
     def _buy(self, day: int, j: int, price: float, factor: float, budget: float) -> None:
         """The strategy's order (budget / price in lots), then the executor's fill of it."""
-        rules, rate = self.rules, self.rules.commission
+        rules = self.rules
         shares = self._round(budget / price, factor)
         value = shares * price
-        if self.cash < max(value * rate, rules.min_cost):
+        if self.cash < rules.cost(value, sell=False):
             return
-        cash_short = self.cash < value + max(value * rate, rules.min_cost)
-        shares = self._round(min(self._affordable(price, rate), shares) if cash_short else shares, factor)
+        cash_short = self.cash < value + rules.cost(value, sell=False)
+        shares = self._round(min(self._affordable(price, rules.commission), shares) if cash_short else shares, factor)
         value = shares * price
-        cost = max(value * rate, rules.min_cost)
+        cost = rules.cost(value, sell=False)
         if value <= 1e-5:
             return
         self._fill(day, j, "buy", shares, price, value, cost)
