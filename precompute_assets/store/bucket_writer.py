@@ -129,5 +129,5 @@ def _update(
         state={**current.get("state", {}), **state},
         written_from=0 if replacements else current["rows"],  # the rows this write put there
     )
-    update_stock(layout, code, appends, replacements, meta)
+    update_stock(layout, code, appends, replacements, meta, current)
     return new_rows
