@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from precompute_assets.buckets import bucket_keys, bucket_of, codes_in_bucket
+from precompute_assets.buckets import bucket_keys, bucket_of
 from precompute_assets.parquet_input import scan_folder
 from precompute_assets.pipeline import file_fingerprints, input_version
 from precompute_assets.settings import Settings
@@ -15,7 +16,7 @@ from precompute_assets.store.bucket_state import marked_for_repair, stale_reason
 from precompute_assets.store.calendar import calendar_fingerprint, read_calendar, read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json, stock_metas
-from precompute_assets.store.stock_commit import files_match_meta
+from precompute_assets.store.stock_commit import files_match_meta, read_stock_meta, stored_codes
 
 
 @dataclass(frozen=True)
@@ -29,24 +30,44 @@ class StaleBucket:
 
 
 def stale_buckets(settings: Settings) -> dict[str, StaleBucket]:
-    """Buckets whose input, indicator definitions, calendar history or stored files call for a run."""
+    """Buckets whose input, indicator definitions, calendar history or stored files call for a run.
+
+    Stored files are only inspected in buckets that would otherwise be skipped: a bucket that runs
+    anyway checks each stock's files itself (`update_plan.plan_stock`), and on a daily update every
+    bucket runs, so listing every stock's folder here would cost half a minute for nothing.
+    """
     layout = StoreLayout(settings.qlib_data_path)
     calendar = read_working_calendar(layout)
     files = scan_folder(settings.parquet_data_path).files
-    metas = stock_metas(layout)
-    damaged = {
-        bucket_of(code, settings.batches) for code, meta in metas.items() if not files_match_meta(layout, code, meta)
-    }
+    inputs, stored = _by_bucket(files, settings.batches), _by_bucket(stored_codes(layout), settings.batches)
     stale = {}
     calendar_print = calendar_fingerprint(calendar)
     for bucket in bucket_keys(settings.batches):
-        version = input_version(file_fingerprints(files, codes_in_bucket(files, bucket, settings.batches)))
-        damaged_here = bucket in damaged or marked_for_repair(layout, bucket)
-        reason = "damaged store files" if damaged_here else stale_reason(layout, bucket, version, calendar)
+        version = input_version(file_fingerprints(files, inputs.get(bucket, [])))
+        reason = "damaged store files" if marked_for_repair(layout, bucket) else None
+        reason = reason or stale_reason(layout, bucket, version, calendar)
+        if reason is None and _damaged(layout, stored.get(bucket, [])):
+            reason = "damaged store files"
         if reason:
             key = f"{bucket}:{version}:{calendar_print}:{reason.replace(' ', '_')}"
             stale[bucket] = StaleBucket(bucket, reason, version, key)
     return stale
+
+
+def _by_bucket(codes: Iterable[str], batches: int) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for code in sorted(codes):
+        grouped.setdefault(bucket_of(code, batches), []).append(code)
+    return grouped
+
+
+def _damaged(layout: StoreLayout, codes: list[str]) -> bool:
+    """Whether any of these stored stocks has a file missing or of another size than recorded."""
+    for code in codes:
+        meta = read_stock_meta(layout, code)
+        if meta is not None and not files_match_meta(layout, code, meta):
+            return True
+    return False
 
 
 @dataclass
