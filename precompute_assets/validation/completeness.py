@@ -78,13 +78,16 @@ def _coverage(scope: BucketScope, registry: Registry, code: str, stock: StockInp
     positions = scope.calendar.get_indexer(dates)
     rows = [(code, CALENDAR, True, *_missing(dates, positions >= 0))]
     spans = file_spans(scope.layout, code)
+    missing: dict[tuple[int, int], tuple[int, str]] = {}  # nearly every column of a stock has the same span
     for name in expected_columns(registry, stock):
         span = spans.get(name.lower())
         if span is None:
             rows.append((code, name, False, 0, ""))
             continue
-        start, count = span
-        rows.append((code, name, True, *_missing(dates, (positions >= start) & (positions < start + count))))
+        if span not in missing:
+            start, count = span
+            missing[span] = _missing(dates, (positions >= start) & (positions < start + count))
+        rows.append((code, name, True, *missing[span]))
     return rows
 
 
