@@ -2,7 +2,8 @@
 
 The runs go to the Dagster instance in `DAGSTER_HOME`, so they show in the UI afterwards. The
 calendar runs first, then the stale buckets in runs of up to `PRECOMPUTE_BUCKETS_PER_RUN` neighbouring
-buckets (two runs at a time, one per core; each runs the store's checks and records them per bucket),
+buckets, or one run per core when only inputs changed (two runs at a time, one per core; each runs the
+store's checks and records them per bucket),
 then the manifest, then a backup when something changed and every check passed.
 A bucket whose input, indicator definitions and calendar history are unchanged is not run at all, so
 a second `make run` on the same input finishes quickly and changes nothing.
@@ -30,7 +31,8 @@ from precompute_assets.store.manifest import read_json
 BUCKET_JOB, CALENDAR_JOB, MANIFEST_JOB = "precompute_bucket_job", "calendar_job", "manifest_job"
 # Buckets per run (a partition range): each run costs a process start, Dagster's run and step
 # start-up and the checks' imports, a few seconds, whatever it holds. See README "Performance".
-BUCKETS_PER_RUN = int(os.environ.get("PRECOMPUTE_BUCKETS_PER_RUN", "8"))
+BUCKETS_PER_RUN_ENV = "PRECOMPUTE_BUCKETS_PER_RUN"
+BUCKETS_PER_RUN = 8
 
 
 def job_def(name: str) -> JobDefinition:
@@ -88,7 +90,7 @@ def main(workers: int = 2) -> int:
     todo = {bucket: stale.reason for bucket, stale in stale_buckets(settings).items()}
     print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
     failed = []
-    groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), BUCKETS_PER_RUN)
+    groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), buckets_per_run(todo, workers))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_job, bucket_job, group): group for group in groups}
         for done, future in enumerate(as_completed(futures), start=1):
@@ -110,6 +112,16 @@ def main(workers: int = 2) -> int:
             failed.append("backup")
     _summary(settings, sorted(todo), failed, time.perf_counter() - started)
     return 1 if failed else 0
+
+
+def buckets_per_run(todo: dict[str, str], workers: int) -> int:
+    """`PRECOMPUTE_BUCKETS_PER_RUN` when set; else 8 for a build, and one run per worker when every
+    bucket only has changed input (the daily update: a bucket's new day costs less than a run's start)."""
+    if os.environ.get(BUCKETS_PER_RUN_ENV):
+        return int(os.environ[BUCKETS_PER_RUN_ENV])
+    if todo and set(todo.values()) == {"input changed"}:
+        return max(BUCKETS_PER_RUN, -(-len(todo) // workers))
+    return BUCKETS_PER_RUN
 
 
 def contiguous_groups(buckets: list[str], order: list[str], size: int) -> list[tuple[str, ...]]:
