@@ -14,6 +14,7 @@ import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import pandas as pd
@@ -54,9 +55,11 @@ class Indicator:
         """The store's file stem: Qlib field names are lower case."""
         return self.name.lower()
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """Identity of what this column holds; changes when its definition or version changes."""
+        """Identity of what this column holds; changes when its definition or version changes.
+
+        Cached (the indicator is frozen): a bucket's plan compares every column of every stock."""
         text = f"{self.name}|{self.family}|{self.version}|{self.expression}|{sorted(self.params.items())}"
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
