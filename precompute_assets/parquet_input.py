@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from precompute_assets.codes import canonical_code
@@ -91,13 +92,23 @@ def file_fingerprint(path: Path) -> str:
 def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
     """The trading dates one file contributes to the calendar (only the date column is read)."""
     try:
-        names = set(pq.read_schema(path).names)
+        parquet = pq.ParquetFile(path)
+        names = set(parquet.schema_arrow.names)
     except Exception as exc:
         raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
-    dates = pd.read_parquet(path, columns=["date"])["date"] if "date" in names else _load(path, code).index.to_series()
+    if "date" not in names:
+        return _distinct_days(_load(path, code).index.to_series())
+    column = parquet.read(columns=["date"]).column("date")
+    if pa.types.is_timestamp(column.type) and column.type.tz is None:  # the usual file: no parsing
+        values = column.to_numpy()
+        return pd.DatetimeIndex(np.unique(pd.DatetimeIndex(values[~np.isnat(values)]).normalize()))
+    return _distinct_days(column.to_pandas())
+
+
+def _distinct_days(dates: pd.Series) -> pd.DatetimeIndex:
     parsed = pd.to_datetime(dates, errors="coerce", cache=False).dropna()  # its cache costs more than it saves
     return pd.DatetimeIndex(parsed.dt.normalize().unique()).sort_values()
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import build_store, copy_inputs
 
-from precompute_assets.parquet_input import InputError, canonical_code, read_stock, scan_folder
+from precompute_assets.parquet_input import InputError, canonical_code, read_dates, read_stock, scan_folder
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
 
@@ -40,6 +40,9 @@ def test_date_may_be_the_index(tmp_path):
     frame.to_parquet(tmp_path / "SH600000.parquet")
     stock = read_stock(tmp_path / "SH600000.parquet", "SH600000")
     assert len(stock.bars) == len(frame) and stock.ignored_columns == ["change"]
+    # the calendar scan reads the dates alone, and must find them in the index too
+    dates = read_dates(tmp_path / "SH600000.parquet", "SH600000")
+    assert dates.equals(pd.DatetimeIndex(pd.to_datetime(frame.index)).normalize())
 
 
 def skip_message(tmp_path, name: str, write) -> InputError:
