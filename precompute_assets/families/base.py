@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from pandas.api.typing import Rolling
 
 from precompute_assets.registry import Compute, History, Indicator, register_indicator
 
@@ -48,6 +49,34 @@ def last_finite(values: np.ndarray) -> float | None:
     return float(finite[-1]) if finite.size else None
 
 
+@dataclass(frozen=True)
+class Output:
+    """One column of a multi-output compute (MACD, BBANDS, STOCH, KDJ).
+
+    Called on bars it is a compute like any other; `compute_per_stock` runs `fn` once per stock and
+    hands each column its output, instead of recomputing all of them per column.
+    """
+
+    fn: Callable[[pd.DataFrame], Sequence[object]]
+    index: int
+
+    def __call__(self, bars: pd.DataFrame) -> object:
+        return self.fn(bars)[self.index]
+
+
+def _column_values(column: object, index: pd.Index) -> np.ndarray:
+    """A compute's result as float64 values aligned to `index`, as `pd.Series(column, index=index)` makes them.
+
+    A Series on that index or a float array of its length is read directly: wrapping it again cost more
+    than most indicators' own computation.
+    """
+    if isinstance(column, pd.Series) and column.index.equals(index):
+        return column.to_numpy(np.float64)
+    if isinstance(column, np.ndarray) and column.dtype in (np.float64, np.float32) and column.shape == (len(index),):
+        return column.astype(np.float64, copy=False)
+    return pd.Series(column, index=index).to_numpy(dtype=np.float64)
+
+
 def compute_per_stock(
     family: str,
     bars_by_code: Mapping[str, pd.DataFrame],
@@ -57,26 +86,70 @@ def compute_per_stock(
     """Run each indicator's `compute` on each stock's valid rows; failures stay local to a column.
 
     Rows with a NaN in a required field are missing days: they are left out of the computation (so
-    recursive indicators carry on across them) and come back as NaN rows in the output.
+    recursive indicators carry on across them) and come back as NaN rows in the output. Each stock's
+    columns go into one array and one frame: per-column pandas frames cost more than the indicators.
     """
     indicators = list(indicators)
     result = FamilyResult()
     for code, bars in bars_by_code.items():
-        valid = bars.dropna(subset=list(REQUIRED))
-        columns: dict[str, np.ndarray] = {}
-        for indicator in indicators:
+        present = ~np.logical_or.reduce([pd.isna(bars[name].to_numpy()) for name in REQUIRED])
+        rows = np.flatnonzero(present)
+        valid = bars[present]  # a copy: a compute that writes to its bars cannot reach the caller's
+        values = np.full((len(indicators), len(bars)), np.nan)
+        computed: list[int] = []
+        outputs: dict[Callable[[pd.DataFrame], Sequence[object]], Sequence[object]] = {}
+        for position, indicator in enumerate(indicators):
+            compute = indicator.compute
             try:
-                series = indicator.compute(valid)  # type: ignore[misc]
-                values = pd.Series(series, index=valid.index).to_numpy(dtype=np.float64)
-                columns[indicator.name] = values
-                if indicator.history == "cumulative" and (last := last_finite(values)) is not None:
+                if isinstance(compute, Output):
+                    if compute.fn not in outputs:
+                        outputs[compute.fn] = compute.fn(valid)
+                    series = outputs[compute.fn][compute.index]
+                else:
+                    series = compute(valid)  # type: ignore[misc]
+                floats = _column_values(series, valid.index)
+                values[position, rows] = floats
+                computed.append(position)
+                if indicator.history == "cumulative" and (last := last_finite(floats)) is not None:
                     result.state.setdefault(code, {})[indicator.name] = last
             except Exception as exc:
                 result.errors.append(ComputeError(code, family, indicator.name, f"{type(exc).__name__}: {exc}"))
-        frame = pd.DataFrame(columns, index=valid.index).reindex(bars.index)
-        frame = frame.replace([np.inf, -np.inf], np.nan).astype(dtype)
-        result.frames[code] = frame
+        values = values[computed]
+        values[np.isinf(values)] = np.nan
+        names = [indicators[position].name for position in computed]
+        result.frames[code] = pd.DataFrame(values.astype(dtype, copy=False).T, index=bars.index, columns=names)
     return result
+
+
+# --- array helpers for the built-in computes: numpy per column, pandas only for its rolling windows ----
+
+
+def column(bars: pd.DataFrame, name: str) -> np.ndarray:
+    """One input column as a float64 array: TA-Lib accepts nothing else, and numpy skips pandas' overhead."""
+    return bars[name].to_numpy(np.float64)
+
+
+def aligned(values: np.ndarray, bars: pd.DataFrame) -> pd.Series:
+    """A computed column on the dates of the bars it came from."""
+    return pd.Series(values, index=bars.index)
+
+
+def shifted(values: np.ndarray, n: int) -> np.ndarray:
+    """pandas' shift(n), n > 0: each value moved n rows later, NaN in the first n."""
+    out = np.full_like(values, np.nan)
+    out[n:] = values[: max(len(values) - n, 0)]
+    return out
+
+
+def rolling(values: np.ndarray, n: int) -> Rolling:
+    """pandas' rolling window with min_periods = n: its compensated sums and stds define the columns."""
+    return pd.Series(values).rolling(n, min_periods=n)
+
+
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, inf or NaN where the denominator is 0 (stored as NaN), without warnings."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return numerator / denominator
 
 
 def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None:

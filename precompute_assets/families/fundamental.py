@@ -1,4 +1,4 @@
-"""Price and volume features ("fundamental" in the seed plan): returns, ranges, ratios, plain pandas.
+"""Price and volume features ("fundamental" in the seed plan): returns, ranges, ratios, numpy and pandas windows.
 
 Every compute takes one stock's valid bars (float64, ascending dates) and returns one column aligned
 to them. Windows use min_periods = window, so warm-up rows are NaN; only positive shifts are used, so
@@ -13,75 +13,75 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from precompute_assets.families.base import IndicatorRow, register_rows
+from precompute_assets.families.base import IndicatorRow, aligned, column, ratio, register_rows, rolling, shifted
 
 FAMILY = "fundamental"
 ADDED = "2026-11-25"
 
 
-def _col(bars: pd.DataFrame, name: str) -> pd.Series:
-    return bars[name].astype(np.float64)
+def _mean(x: np.ndarray, n: int) -> np.ndarray:
+    return rolling(x, n).mean().to_numpy()
 
 
-def _mean(x: pd.Series, n: int) -> pd.Series:
-    return x.rolling(n, min_periods=n).mean()
+def _returns(bars: pd.DataFrame, n: int) -> np.ndarray:
+    close = column(bars, "close")
+    return ratio(close, shifted(close, n)) - 1
 
 
 def price_change(bars: pd.DataFrame, n: int = 1) -> pd.Series:
     """Simple return over n days: close / close n days ago - 1."""
-    close = _col(bars, "close")
-    return close / close.shift(n) - 1
+    return aligned(_returns(bars, n), bars)
 
 
 def price_position(bars: pd.DataFrame, n: int = 20) -> pd.Series:
     """Where close sits in the n-day low..high range, 0..1; NaN on a flat range."""
-    lowest = _col(bars, "low").rolling(n, min_periods=n).min()
-    highest = _col(bars, "high").rolling(n, min_periods=n).max()
-    return (_col(bars, "close") - lowest) / (highest - lowest)
+    lowest = rolling(column(bars, "low"), n).min().to_numpy()
+    highest = rolling(column(bars, "high"), n).max().to_numpy()
+    return aligned(ratio(column(bars, "close") - lowest, highest - lowest), bars)
 
 
 def volume_change(bars: pd.DataFrame) -> pd.Series:
     """Day-on-day volume change: volume / yesterday's volume - 1."""
-    volume = _col(bars, "volume")
-    return volume / volume.shift(1) - 1
+    volume = column(bars, "volume")
+    return aligned(ratio(volume, shifted(volume, 1)) - 1, bars)
 
 
 def volume_ma_ratio(bars: pd.DataFrame, n: int = 20) -> pd.Series:
     """Today's volume against its n-day mean (including today): unusual activity."""
-    volume = _col(bars, "volume")
-    return volume / _mean(volume, n)
+    volume = column(bars, "volume")
+    return aligned(ratio(volume, _mean(volume, n)), bars)
 
 
 def volatility(bars: pd.DataFrame, n: int) -> pd.Series:
     """Sample std (ddof=1) of the daily return over n days, not annualised."""
-    return price_change(bars).rolling(n, min_periods=n).std()
+    return aligned(rolling(_returns(bars, 1), n).std().to_numpy(), bars)
 
 
 def momentum(bars: pd.DataFrame, n: int) -> pd.Series:
     """Close against its n-day mean (including today) - 1: trend strength, unlike the point-to-point change."""
-    close = _col(bars, "close")
-    return close / _mean(close, n) - 1
+    close = column(bars, "close")
+    return aligned(ratio(close, _mean(close, n)) - 1, bars)
 
 
 def volume_momentum(bars: pd.DataFrame, n: int) -> pd.Series:
     """Mean volume of the last n days against the n days before them - 1: is trading picking up."""
-    mean = _mean(_col(bars, "volume"), n)
-    return mean / mean.shift(n) - 1
+    mean = _mean(column(bars, "volume"), n)
+    return aligned(ratio(mean, shifted(mean, n)) - 1, bars)
 
 
 def price_range(bars: pd.DataFrame) -> pd.Series:
     """The day's range high - low, in (adjusted) price units."""
-    return _col(bars, "high") - _col(bars, "low")
+    return aligned(column(bars, "high") - column(bars, "low"), bars)
 
 
 def price_range_ratio(bars: pd.DataFrame) -> pd.Series:
     """The day's range as a fraction of close: comparable across stocks."""
-    return price_range(bars) / _col(bars, "close")
+    return aligned(ratio(column(bars, "high") - column(bars, "low"), column(bars, "close")), bars)
 
 
 def close_ratio(bars: pd.DataFrame, field: str) -> pd.Series:
     """open, high or low over close: the shape of the day's candle."""
-    return _col(bars, field) / _col(bars, "close")
+    return aligned(ratio(column(bars, field), column(bars, "close")), bars)
 
 
 # fmt: off
