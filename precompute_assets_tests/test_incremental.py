@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,7 +43,7 @@ def assert_within_one_ulp(a: np.ndarray, b: np.ndarray, what: str) -> None:
 def ma5_version_two():
     """A changed indicator: MA5's definition gets version 2 (restored afterwards)."""
     original = load_registry().get("MA5")
-    REGISTRY.add(original.__class__(**{**original.__dict__, "version": "2"}), replace=True)
+    REGISTRY.add(dataclasses.replace(original, version="2"), replace=True)
     yield
     REGISTRY.add(original, replace=True)
 
