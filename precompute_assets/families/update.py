@@ -31,7 +31,10 @@ class StockUpdate:
 def tail_start(bars: pd.DataFrame, new_from: pd.Timestamp, need: int) -> int:
     """Position of the first bar a tail needs: `need` calendar rows and `need` valid rows before `new_from`."""
     first_new = int(bars.index.searchsorted(new_from))
-    valid = np.flatnonzero(bars[list(REQUIRED)].notna().all(axis=1).to_numpy()[:first_new])
+    missing = np.zeros(first_new, dtype=bool)
+    for name in REQUIRED:  # per column on arrays: a frame-wide notna() cost 0.5 ms a stock
+        missing |= np.isnan(bars[name].to_numpy()[:first_new])
+    valid = np.flatnonzero(~missing)
     by_valid = int(valid[-need]) if len(valid) >= need else 0
     return max(0, min(first_new - need, by_valid))
 
