@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import cache
 
 
 def bucket_keys(batches: int) -> list[str]:
     """Partition keys `b00` .. `b63` (zero-padded so they sort)."""
-    width = max(2, len(str(batches - 1)))
-    return [f"b{i:0{width}d}" for i in range(batches)]
+    return list(_keys(batches))
 
 
+@cache
 def bucket_of(code: str, batches: int) -> str:
+    """Cached: every bucket's steps and checks pick their codes out of the whole market's."""
     index = int.from_bytes(hashlib.sha1(code.encode()).digest()[:8], "big") % batches
-    return bucket_keys(batches)[index]
+    return _keys(batches)[index]
+
+
+@cache
+def _keys(batches: int) -> tuple[str, ...]:
+    width = max(2, len(str(batches - 1)))
+    return tuple(f"b{i:0{width}d}" for i in range(batches))
 
 
 def codes_in_bucket(codes: Iterable[str], bucket: str, batches: int) -> list[str]:
