@@ -1,6 +1,6 @@
 """Full-market benchmark: full build, daily update, reads and backtests, measured in one run.
 
-    .venv/bin/python bench/full_market.py            # 5,000 stocks x 10 years (about 25 minutes on 2 cores)
+    .venv/bin/python bench/full_market.py            # 5,000 stocks x 10 years (about 20 minutes on 2 cores)
     .venv/bin/python bench/full_market.py --small    # 500 stocks x 10 years
 
 The market comes from the project's own generator. The build and the update go through `make run`'s
