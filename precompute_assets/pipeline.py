@@ -20,6 +20,7 @@ import pandas as pd
 from precompute_assets import intermediates
 from precompute_assets.bars import BucketBars, load_bars, scan_calendar
 from precompute_assets.buckets import codes_in_bucket
+from precompute_assets.families.base import valid_rows
 from precompute_assets.families.update import compute_family_update, tail_start
 from precompute_assets.operations.disk_space import ensure_free_space, stock_write_bytes
 from precompute_assets.operations.lock import bucket_lock
@@ -341,7 +342,7 @@ def _nan_shares(bars: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame]) 
     for code, frame in frames.items():
         if code not in bars or not frame.index.equals(bars[code].index):
             continue
-        valid = bars[code][["open", "high", "low", "close", "volume"]].notna().all(axis=1).to_numpy()
+        valid = valid_rows(bars[code])
         warmups = np.array([registry.get(name).warmup for name in frame.columns])
         nans, totals = nan_after_warmup(frame.to_numpy(np.float32), valid, warmups)
         for name, total, nan in zip(frame.columns, totals, nans, strict=True):

@@ -17,6 +17,12 @@ IndicatorRow = tuple[str, Compute, str, int, History, dict[str, object]]
 REQUIRED = ("open", "high", "low", "close", "volume")
 
 
+def valid_rows(bars: pd.DataFrame) -> np.ndarray:
+    """True on the days with every required field: the others are missing days. Per column on arrays
+    (a frame-wide notna() cost 0.5 ms a stock, and every step asks for each stock)."""
+    return ~np.logical_or.reduce([pd.isna(bars[name].to_numpy()) for name in REQUIRED])
+
+
 @dataclass(frozen=True)
 class ComputeError:
     """One stock (and, when it is one column, one indicator) a family could not compute."""
@@ -92,7 +98,7 @@ def compute_per_stock(
     indicators = list(indicators)
     result = FamilyResult()
     for code, bars in bars_by_code.items():
-        present = ~np.logical_or.reduce([pd.isna(bars[name].to_numpy()) for name in REQUIRED])
+        present = valid_rows(bars)
         rows = np.flatnonzero(present)
         valid = bars[present]  # a copy: a compute that writes to its bars cannot reach the caller's
         values = np.full((len(indicators), len(bars)), np.nan)

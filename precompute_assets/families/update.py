@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from precompute_assets.families.base import REQUIRED, FamilyResult, compute_per_stock, last_finite
+from precompute_assets.families.base import FamilyResult, compute_per_stock, last_finite, valid_rows
 from precompute_assets.registry import Indicator, history_need, load_registry
 
 
@@ -31,10 +31,7 @@ class StockUpdate:
 def tail_start(bars: pd.DataFrame, new_from: pd.Timestamp, need: int) -> int:
     """Position of the first bar a tail needs: `need` calendar rows and `need` valid rows before `new_from`."""
     first_new = int(bars.index.searchsorted(new_from))
-    missing = np.zeros(first_new, dtype=bool)
-    for name in REQUIRED:  # per column on arrays: a frame-wide notna() cost 0.5 ms a stock
-        missing |= np.isnan(bars[name].to_numpy()[:first_new])
-    valid = np.flatnonzero(~missing)
+    valid = np.flatnonzero(valid_rows(bars)[:first_new])
     by_valid = int(valid[-need]) if len(valid) >= need else 0
     return max(0, min(first_new - need, by_valid))
 
