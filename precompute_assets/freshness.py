@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from precompute_assets.buckets import bucket_keys, bucket_of
+from precompute_assets.buckets import bucket_keys, codes_in_bucket
 from precompute_assets.parquet_input import scan_folder
 from precompute_assets.pipeline import file_fingerprints, input_version
 from precompute_assets.settings import Settings
@@ -39,26 +38,19 @@ def stale_buckets(settings: Settings) -> dict[str, StaleBucket]:
     layout = StoreLayout(settings.qlib_data_path)
     calendar = read_working_calendar(layout)
     files = scan_folder(settings.parquet_data_path).files
-    inputs, stored = _by_bucket(files, settings.batches), _by_bucket(stored_codes(layout), settings.batches)
+    stored = stored_codes(layout)
     stale = {}
     calendar_print = calendar_fingerprint(calendar)
     for bucket in bucket_keys(settings.batches):
-        version = input_version(file_fingerprints(files, inputs.get(bucket, [])))
+        version = input_version(file_fingerprints(files, codes_in_bucket(files, bucket, settings.batches)))
         reason = "damaged store files" if marked_for_repair(layout, bucket) else None
         reason = reason or stale_reason(layout, bucket, version, calendar)
-        if reason is None and _damaged(layout, stored.get(bucket, [])):
+        if reason is None and _damaged(layout, codes_in_bucket(stored, bucket, settings.batches)):
             reason = "damaged store files"
         if reason:
             key = f"{bucket}:{version}:{calendar_print}:{reason.replace(' ', '_')}"
             stale[bucket] = StaleBucket(bucket, reason, version, key)
     return stale
-
-
-def _by_bucket(codes: Iterable[str], batches: int) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for code in sorted(codes):
-        grouped.setdefault(bucket_of(code, batches), []).append(code)
-    return grouped
 
 
 def _damaged(layout: StoreLayout, codes: list[str]) -> bool:
