@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FREQ = "day"
+BIN_SUFFIX = f".{FREQ}.bin"  # a field's file: `<field>.day.bin`
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class StoreLayout:
         return self.features_dir / code.lower()
 
     def bin_path(self, code: str, field: str) -> Path:
-        return self.stock_dir(code) / f"{field.lower()}.{FREQ}.bin"
+        return self.stock_dir(code) / f"{field.lower()}{BIN_SUFFIX}"
 
     def stock_meta_path(self, code: str) -> Path:
         return self.stock_dir(code) / "_stock.json"

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.store.bin_file import encode
-from precompute_assets.store.layout import FREQ, StoreLayout
+from precompute_assets.store.layout import BIN_SUFFIX, StoreLayout
 
 META_FILE = "_stock.json"
 
@@ -59,7 +59,7 @@ def commit_stock(
     checksums: dict[str, list[int]] = {}
     for field, values in columns.items():
         payload = encode(start_index, values)
-        (staging / f"{field.lower()}.{FREQ}.bin").write_bytes(payload)
+        (staging / f"{field.lower()}{BIN_SUFFIX}").write_bytes(payload)
         checksums[field.lower()] = [len(payload), zlib.crc32(payload)]
     full_meta = {**meta, "code": code, "start_index": start_index, "files": checksums}
     (staging / META_FILE).write_text(meta_text(full_meta))
@@ -94,7 +94,7 @@ def update_stock(
         payload = np.asarray(values, dtype="<f4").tobytes()
         # os-level calls: a daily update appends to every column of every stock, a quarter of a
         # million files at full-market scale, and buffered file objects cost ten times the write
-        handle = os.open(f"{directory}/{field}.{FREQ}.bin", os.O_WRONLY | os.O_APPEND)
+        handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
         try:
             os.write(handle, payload)
         finally:
@@ -105,7 +105,7 @@ def update_stock(
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
         tmp = f"{directory}/.{field}.{uuid.uuid4().hex}.tmp"
         Path(tmp).write_bytes(payload)
-        os.replace(tmp, f"{directory}/{field}.{FREQ}.bin")
+        os.replace(tmp, f"{directory}/{field}{BIN_SUFFIX}")
         files[field] = [len(payload), zlib.crc32(payload)]
     merged = {**current, **meta, "files": files}
     tmp = f"{directory}/.{META_FILE}.{uuid.uuid4().hex}.tmp"
@@ -131,9 +131,8 @@ def files_match_meta(layout: StoreLayout, code: str, meta: Mapping[str, object])
 def bin_entries(layout: StoreLayout, code: str) -> dict[str, os.DirEntry]:
     """The stock's bin files by field name, from one listing of its folder (a stat per file through
     pathlib cost more than the check itself); raises as `os.scandir` does when there is no folder."""
-    suffix = f".{FREQ}.bin"
     with os.scandir(layout.stock_dir(code)) as entries:
-        return {e.name[: -len(suffix)]: e for e in entries if e.name.endswith(suffix)}
+        return {e.name[: -len(BIN_SUFFIX)]: e for e in entries if e.name.endswith(BIN_SUFFIX)}
 
 
 def read_stock_meta(layout: StoreLayout, code: str) -> dict | None:

@@ -20,14 +20,13 @@ import pandas as pd
 
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_calendar, read_working_calendar
-from precompute_assets.store.layout import FREQ, StoreLayout
+from precompute_assets.store.layout import BIN_SUFFIX, StoreLayout
 from precompute_assets.store.stock_commit import bin_entries, read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope
 from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
 from precompute_assets.validation.result import ValidationResult
 
 META = "_stock.json"
-BIN_SUFFIX = f".{FREQ}.bin"
 PUBLISHED, WORKING = "calendars/day.txt", "working calendar"
 PROBLEMS = {
     "meta_ok": f"{META} missing or unreadable",
