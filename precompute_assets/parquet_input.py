@@ -122,10 +122,11 @@ again however quickly it was rewritten. Consumers read uncached, as any fresh pr
 _cache: OrderedDict[tuple[str, str], StockInput] = OrderedDict()
 
 
-def read_stock_cached(path: Path, code: str) -> StockInput:
-    """`read_stock` through the bucket run's cache (a copy the caller owns)."""
+def read_stock_cached(path: Path, code: str, fingerprint: str | None = None) -> StockInput:
+    """`read_stock` through the bucket run's cache (a copy the caller owns); `fingerprint` is the
+    file's `file_fingerprint` when the caller has just computed it."""
     try:
-        key = (code, file_fingerprint(path))
+        key = (code, fingerprint or file_fingerprint(path))
     except OSError:
         return read_stock(path, code)
     if key not in _cache:

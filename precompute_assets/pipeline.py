@@ -118,7 +118,9 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
         loaded: BucketBars = BucketBars()
 
         def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
-            result = load_bars(folder.files, [code], calendar, read_stock_cached)
+            result = load_bars(
+                folder.files, [code], calendar, lambda path, stock: read_stock_cached(path, stock, fingerprints[stock])
+            )
             loaded.errors.extend(result.errors)
             loaded.inputs.update(result.inputs)
             if code not in result.bars:
