@@ -25,6 +25,7 @@ from precompute_assets.freshness import stale_buckets
 from precompute_assets.partitions import stock_buckets
 from precompute_assets.registry import FAMILIES, load_registry
 from precompute_assets.settings import Settings
+from precompute_assets.store.bucket_state import INPUT_CHANGED
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
 
@@ -119,7 +120,7 @@ def buckets_per_run(todo: dict[str, str], workers: int) -> int:
     bucket only has changed input (the daily update: a bucket's new day costs less than a run's start)."""
     if os.environ.get(BUCKETS_PER_RUN_ENV):
         return int(os.environ[BUCKETS_PER_RUN_ENV])
-    if todo and set(todo.values()) == {"input changed"}:
+    if todo and set(todo.values()) == {INPUT_CHANGED}:
         return max(BUCKETS_PER_RUN, -(-len(todo) // workers))
     return BUCKETS_PER_RUN
 

@@ -33,13 +33,17 @@ def record_bucket(layout: StoreLayout, bucket: str, input_version: str, calendar
     write_json_atomic(layout.bucket_state_path(bucket), state)
 
 
+INPUT_CHANGED = "input changed"
+"""The reason of a bucket whose only change is its input files (a daily update, or restated history)."""
+
+
 def stale_reason(layout: StoreLayout, bucket: str, input_version: str, calendar: pd.DatetimeIndex) -> str | None:
     """Why the bucket must be rebuilt, or None when the store already holds exactly its input."""
     state = read_json(layout.bucket_state_path(bucket))
     if not state:
         return "never built"
     if state["input_version"] != input_version:
-        return "input changed"
+        return INPUT_CHANGED
     if state["code_version"] != registry_code_version():
         return "indicator definitions changed"
     days = state["calendar_days"]
