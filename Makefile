@@ -20,7 +20,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 	cp deploy/dagster.yaml $@
 
 run: install $(DAGSTER_HOME)/dagster.yaml
-	$(PY) -m precompute_assets.make_run
+	$(PY) -m precompute_assets.cli.make_run
 
 test: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pytest

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from precompute_assets import pipeline
-from precompute_assets.buckets import bucket_keys
+from precompute_assets.build import pipeline
+from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.consumers import (
     STRATEGIES,
     load_multiple_stocks_with_indicators,
@@ -36,8 +36,8 @@ from precompute_assets.consumers import (
     trading_calendar,
 )
 from precompute_assets.consumers.strategies import MultiFactor
-from precompute_assets.parquet_input import scan_folder
-from precompute_assets.registry import FAMILIES
+from precompute_assets.indicators.registry import FAMILIES
+from precompute_assets.input.parquet import scan_folder
 from precompute_assets.settings import Settings
 
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata" / "csi300_daily"

@@ -45,10 +45,10 @@ def job_for(name: str):
     """Reconstructor the run processes and the workers import: the project's graph, executor from env."""
     from dagster import Definitions
 
-    from precompute_assets.assets import PRECOMPUTE_ASSETS
-    from precompute_assets.executors import executor_from_env
-    from precompute_assets.jobs import JOBS
-    from precompute_assets.resources import PrecomputeSettings
+    from precompute_assets.defs.executors import executor_from_env
+    from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS
+    from precompute_assets.defs.precompute.jobs import JOBS
+    from precompute_assets.defs.resources import PrecomputeSettings
 
     defs = Definitions(
         assets=PRECOMPUTE_ASSETS,
@@ -243,8 +243,8 @@ def main() -> None:
     )
     import pyarrow.parquet as pq
 
-    from precompute_assets.buckets import bucket_keys
-    from precompute_assets.synthetic import generate_market, trading_days
+    from precompute_assets.build.buckets import bucket_keys
+    from precompute_assets.input.synthetic import generate_market, trading_days
 
     end_year, parquet = 2024, work / "parquet"
     start, end = f"{end_year - args.years + 1}-01-01", f"{end_year}-12-31"

@@ -31,10 +31,11 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from precompute_assets.parquet_input import scan_folder  # noqa: E402
-from precompute_assets.registry import FAMILIES, load_registry  # noqa: E402
+from precompute_assets.indicators.catalog import load_registry  # noqa: E402
+from precompute_assets.indicators.registry import FAMILIES  # noqa: E402
+from precompute_assets.input.parquet import scan_folder  # noqa: E402
+from precompute_assets.input.synthetic import generate_market  # noqa: E402
 from precompute_assets.settings import Settings  # noqa: E402
-from precompute_assets.synthetic import generate_market  # noqa: E402
 
 TRADING_DAYS_PER_YEAR = 244
 
@@ -73,7 +74,7 @@ def make_run(env: dict[str, str]) -> tuple[float, int, str]:
     """`make run`'s command on the given settings: seconds, peak RSS of any process, output tail."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "precompute_assets.make_run"],
+        [sys.executable, "-m", "precompute_assets.cli.make_run"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from precompute_assets.assets import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
-from precompute_assets.assets.operations import OPERATIONS_ASSETS, OPERATIONS_JOBS, OPERATIONS_SCHEDULES
-from precompute_assets.checks import STORE_CHECKS
-from precompute_assets.executors import executor_from_env
-from precompute_assets.jobs import JOBS
-from precompute_assets.resources import PrecomputeSettings
-from precompute_assets.schedules import daily_update_schedule
-from precompute_assets.sensors import parquet_input_sensor
+from precompute_assets.defs.executors import executor_from_env
+from precompute_assets.defs.operations import OPERATIONS_ASSETS, OPERATIONS_JOBS, OPERATIONS_SCHEDULES
+from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
+from precompute_assets.defs.precompute.checks import STORE_CHECKS
+from precompute_assets.defs.precompute.jobs import JOBS
+from precompute_assets.defs.precompute.schedules import daily_update_schedule
+from precompute_assets.defs.precompute.sensors import parquet_input_sensor
+from precompute_assets.defs.research import RESEARCH_ASSETS
+from precompute_assets.defs.resources import PrecomputeSettings
 
 defs = Definitions(
-    assets=[*PRECOMPUTE_ASSETS, *OPERATIONS_ASSETS],
+    assets=[*PRECOMPUTE_ASSETS, *RESEARCH_ASSETS, *OPERATIONS_ASSETS],
     asset_checks=[*PRECOMPUTE_CHECKS, *STORE_CHECKS],
     jobs=[*JOBS, *OPERATIONS_JOBS],
     sensors=[parquet_input_sensor],

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Few partitions keep Dagster-level tests quick; must be set before precompute_assets.partitions loads.
+# Few partitions keep Dagster-level tests quick; must be set before precompute_assets.defs.partitions loads.
 os.environ["PRECOMPUTE_BATCHES"] = "4"
 
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
@@ -37,9 +37,9 @@ def copy_inputs(codes: Iterable[str], folder: Path) -> Path:
 
 def run_pipeline(settings, buckets: Iterable[str] | None = None) -> dict[str, dict]:
     """Every step of the graph with the core pipeline (no Dagster), in order; the store step's reports."""
-    from precompute_assets import pipeline
-    from precompute_assets.buckets import bucket_keys
-    from precompute_assets.registry import FAMILIES
+    from precompute_assets.build import pipeline
+    from precompute_assets.build.buckets import bucket_keys
+    from precompute_assets.indicators.registry import FAMILIES
 
     pipeline.build_calendar(settings)
     reports = {}

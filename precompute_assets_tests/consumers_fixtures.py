@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from precompute_assets import pipeline
-from precompute_assets.buckets import bucket_keys
-from precompute_assets.registry import FAMILIES
+from precompute_assets.build import pipeline
+from precompute_assets.build.buckets import bucket_keys
+from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.settings import Settings
 
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"

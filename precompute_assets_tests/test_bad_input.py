@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import build_store, copy_inputs
 
-from precompute_assets.parquet_input import InputError, canonical_code, read_dates, read_stock, scan_folder
+from precompute_assets.input.parquet import InputError, canonical_code, read_dates, read_stock, scan_folder
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
 
@@ -124,9 +124,9 @@ def test_bad_files_never_touch_stored_data_or_other_stocks(tmp_path):
 def test_a_run_reports_skipped_files_in_its_metadata(tmp_path):
     from dagster import DagsterInstance, materialize
 
-    from precompute_assets.assets import PRECOMPUTE_ASSETS
-    from precompute_assets.buckets import bucket_of
-    from precompute_assets.resources import PrecomputeSettings
+    from precompute_assets.build.buckets import bucket_of
+    from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS
+    from precompute_assets.defs.resources import PrecomputeSettings
 
     parquet = copy_inputs(GOOD, tmp_path / "parquet")
     real_frame().drop(columns="high").to_parquet(parquet / "SZ000002.parquet")

@@ -1,6 +1,6 @@
 """The store checks in Dagster: they pass on a materialized bucket, name what an alteration broke, and block.
 
-Partitions are few because conftest sets PRECOMPUTE_BATCHES before `precompute_assets.partitions` loads.
+Partitions are few because conftest sets PRECOMPUTE_BATCHES before `precompute_assets.defs.partitions` loads.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import pytest
 from conftest import copy_inputs
 from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job, materialize
 
-from precompute_assets.assets.bars import stock_bars
-from precompute_assets.assets.calendar import trading_calendar
-from precompute_assets.assets.families import family_assets
-from precompute_assets.assets.manifest import store_manifest
-from precompute_assets.assets.operations import failed_store_checks, store_backup
-from precompute_assets.assets.store import qlib_store
-from precompute_assets.buckets import bucket_of
-from precompute_assets.checks import STORE_CHECKS
-from precompute_assets.partitions import stock_buckets
-from precompute_assets.registry import load_registry
-from precompute_assets.resources import PrecomputeSettings
+from precompute_assets.build.buckets import bucket_of
+from precompute_assets.defs.operations import failed_store_checks, store_backup
+from precompute_assets.defs.partitions import stock_buckets
+from precompute_assets.defs.precompute.bars import stock_bars
+from precompute_assets.defs.precompute.calendar import trading_calendar
+from precompute_assets.defs.precompute.checks import STORE_CHECKS
+from precompute_assets.defs.precompute.families import family_assets
+from precompute_assets.defs.precompute.manifest import store_manifest
+from precompute_assets.defs.precompute.store import qlib_store
+from precompute_assets.defs.resources import PrecomputeSettings
+from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.store.layout import StoreLayout
 
 CODES = ("SH600000", "SZ000001", "SH600519", "SZ000792", "SZ000538", "SZ302132")

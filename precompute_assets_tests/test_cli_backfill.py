@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_inputs
 
-from precompute_assets.buckets import bucket_of
+from precompute_assets.build.buckets import bucket_of
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
 

@@ -14,12 +14,7 @@ import pandas as pd
 import pytest
 from consumers_fixtures import CODES, CSI300, shared_store
 
-from precompute_assets.consumers import (
-    STRATEGIES,
-    backtest_report,
-    load_multiple_stocks_with_indicators,
-    run_backtest,
-)
+from precompute_assets.consumers import STRATEGIES, backtest_report, load_multiple_stocks_with_indicators, run_backtest
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.portfolio import simulate
 from precompute_assets.settings import Settings

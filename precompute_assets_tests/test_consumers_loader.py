@@ -22,7 +22,7 @@ from precompute_assets.consumers import (
     load_stock_data_with_indicators,
 )
 from precompute_assets.consumers.qlib_session import init_store_qlib, kept_qlib_config
-from precompute_assets.registry import load_registry
+from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.settings import Settings
 from precompute_assets.store.layout import StoreLayout
 

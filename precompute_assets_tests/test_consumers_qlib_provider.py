@@ -8,7 +8,7 @@ from consumers_fixtures import CODES, shared_store
 
 from precompute_assets.consumers import FAST_FEATURE_PROVIDER, init_store_qlib
 from precompute_assets.consumers.qlib_session import kept_qlib_config
-from precompute_assets.registry import load_registry
+from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.settings import Settings
 
 

@@ -21,7 +21,8 @@ from precompute_assets.consumers.qlib_session import (
     prepare_experiment,
     sqlite_tracking_uri,
 )
-from precompute_assets.registry import REGISTRY, load_registry, register_indicator
+from precompute_assets.indicators.catalog import load_registry, register_indicator
+from precompute_assets.indicators.registry import REGISTRY
 from precompute_assets.settings import Settings
 
 SEGMENTS = {

@@ -9,9 +9,9 @@ from pathlib import Path
 from conftest import copy_inputs
 from dagster import AssetKey, DagsterInstance
 
-from precompute_assets.buckets import bucket_of
+from precompute_assets.build.buckets import bucket_of
 from precompute_assets.definitions import defs
-from precompute_assets.resources import PrecomputeSettings
+from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
 
@@ -64,7 +64,7 @@ def test_the_asset_graph_is_the_pinned_one():
 
 def test_family_code_versions_follow_the_registry():
     graph = defs.resolve_asset_graph()
-    from precompute_assets.registry import family_code_version
+    from precompute_assets.indicators.catalog import family_code_version
 
     for family in ("qlib_stats", "alpha158", "technical", "fundamental"):
         assert graph.get(AssetKey(family)).code_version == family_code_version(family)
@@ -90,8 +90,8 @@ def test_materialize_one_partition_through_the_definitions(tmp_path):
 def test_a_transient_error_in_a_bucket_step_is_retried(tmp_path, monkeypatch):
     from dagster import materialize
 
-    import precompute_assets.assets.bars as bars_asset
-    from precompute_assets.assets import PRECOMPUTE_ASSETS
+    import precompute_assets.defs.precompute.bars as bars_asset
+    from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS
 
     parquet = copy_inputs(["SH600000"], tmp_path / "parquet")
     resources = {"precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(tmp_path / "q"))}

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_CODES, build_store, copy_inputs
 
-from precompute_assets.buckets import bucket_keys
+from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.stock_commit import stored_codes
 
@@ -53,10 +53,10 @@ def distributed_job(name: str):
     """
     from dagster import Definitions
 
-    from precompute_assets.assets import PRECOMPUTE_ASSETS
-    from precompute_assets.executors import executor_from_env
-    from precompute_assets.jobs import JOBS
-    from precompute_assets.resources import PrecomputeSettings
+    from precompute_assets.defs.executors import executor_from_env
+    from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS
+    from precompute_assets.defs.precompute.jobs import JOBS
+    from precompute_assets.defs.resources import PrecomputeSettings
 
     defs = Definitions(
         assets=PRECOMPUTE_ASSETS,
@@ -321,7 +321,7 @@ def test_executor_is_chosen_by_one_setting():
     """No services needed: the setting picks the executor, the Celery settings agree on both sides."""
     from dagster import in_process_executor, multiprocess_executor
 
-    from precompute_assets.executors import celery_executor_config, celery_settings, executor_from_env
+    from precompute_assets.defs.executors import celery_executor_config, celery_settings, executor_from_env
 
     assert executor_from_env({}) is in_process_executor
     assert executor_from_env({"PRECOMPUTE_EXECUTOR": "multiprocess"}) is multiprocess_executor

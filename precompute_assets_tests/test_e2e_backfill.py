@@ -19,7 +19,7 @@ import pytest
 from conftest import build_store, copy_inputs
 from e2e_services import dagster_dev, read_with_qlib
 
-from precompute_assets.buckets import bucket_keys, bucket_of
+from precompute_assets.build.buckets import bucket_keys, bucket_of
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import build_store, copy_inputs
 from e2e_services import ROOT, dagster_dev
 
-from precompute_assets.buckets import bucket_keys
+from precompute_assets.build.buckets import bucket_keys
 
 pytestmark = pytest.mark.e2e
 

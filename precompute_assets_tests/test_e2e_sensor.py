@@ -12,7 +12,7 @@ import pytest
 from conftest import CSI300, build_store, copy_inputs
 from e2e_services import SENSOR, dagster_dev, read_with_qlib, wait_for
 
-from precompute_assets.buckets import bucket_of
+from precompute_assets.build.buckets import bucket_of
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from conftest import leading_nans
 
-import precompute_assets.families.fundamental  # noqa: F401 - registers the family
-from precompute_assets.families.base import compute_per_stock
-from precompute_assets.registry import REGISTRY
+import precompute_assets.indicators.families.fundamental  # noqa: F401 - registers the family
+from precompute_assets.indicators.families.base import compute_per_stock
+from precompute_assets.indicators.registry import REGISTRY
 
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 REQUIRED = ["open", "high", "low", "close", "volume"]

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from conftest import CSI300, build_store, require_refdata, run_pipeline
 
-from precompute_assets.buckets import bucket_of
-from precompute_assets.pipeline import bucket_input_versions
-from precompute_assets.registry import REGISTRY, load_registry
+from precompute_assets.build.bucket_state import stale_reason
+from precompute_assets.build.buckets import bucket_of
+from precompute_assets.build.pipeline import bucket_input_versions
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.registry import REGISTRY
 from precompute_assets.settings import Settings
-from precompute_assets.store.bucket_state import stale_reason
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from conftest import CSI300, REFDATA, build_store, copy_inputs
 
-from precompute_assets.families import compute_family
-from precompute_assets.families.qlib_engine import init_qlib
-from precompute_assets.registry import REGISTRY, RegistryError, load_registry, register_indicator
+from precompute_assets.indicators.catalog import load_registry, register_indicator
+from precompute_assets.indicators.compute import compute_family
+from precompute_assets.indicators.expressions.qlib_engine import init_qlib
+from precompute_assets.indicators.registry import REGISTRY, RegistryError
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
 
@@ -107,9 +108,9 @@ def test_a_new_indicator_reaches_the_store_by_rematerializing_its_family(tmp_pat
     import talib
     from dagster import DagsterInstance, materialize
 
-    from precompute_assets.assets import PRECOMPUTE_ASSETS
-    from precompute_assets.assets.families import build_family_asset
-    from precompute_assets.resources import PrecomputeSettings
+    from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS
+    from precompute_assets.defs.precompute.families import build_family_asset
+    from precompute_assets.defs.resources import PrecomputeSettings
     from precompute_assets.store.manifest import read_json
 
     parquet = copy_inputs(("SH600000", "SZ000001"), tmp_path / "parquet")

@@ -1,7 +1,7 @@
 """`make run`'s grouping of stale buckets into range runs."""
 
-from precompute_assets.buckets import bucket_keys
-from precompute_assets.make_run import BUCKETS_PER_RUN_ENV, buckets_per_run, contiguous_groups
+from precompute_assets.build.buckets import bucket_keys
+from precompute_assets.cli.make_run import BUCKETS_PER_RUN_ENV, buckets_per_run, contiguous_groups
 
 ORDER = bucket_keys(64)
 

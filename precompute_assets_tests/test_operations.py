@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precompute_assets.operations.__main__ import main
+from precompute_assets.cli.operations import main
 from precompute_assets.operations.backup import BackupError, create_backup, list_backups, prune_backups
 from precompute_assets.operations.cleanup import cleanup
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.disk_space import InsufficientDiskSpace, ensure_free_space, stock_write_bytes
-from precompute_assets.operations.lock import bucket_lock, lock_dir
 from precompute_assets.operations.restore import RestoreError, kept_stores, restore_backup
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_calendar, write_calendar
+from precompute_assets.store.disk_space import InsufficientDiskSpace, ensure_free_space, stock_write_bytes
 from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.lock import bucket_lock, lock_dir
 from precompute_assets.store.reader import StoreReader
 from precompute_assets.store.stock_commit import commit_stock, stored_codes
 from precompute_assets.validation.integrity import validate_integrity

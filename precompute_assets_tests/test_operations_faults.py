@@ -18,15 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from precompute_assets.buckets import bucket_of
+from precompute_assets.build.buckets import bucket_of
+from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.operations.cleanup import cleanup
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.lock import LockHeldError, StoreLock, bucket_lock, lock_dir, stale_reason, store_lock
-from precompute_assets.registry import FAMILIES
 from precompute_assets.settings import Settings
 from precompute_assets.store import stock_commit
 from precompute_assets.store.bin_file import read_bin
 from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.lock import LockHeldError, StoreLock, bucket_lock, lock_dir, stale_reason, store_lock
 from precompute_assets.store.reader import StoreReader
 from precompute_assets.validation.integrity import validate_integrity
 
@@ -96,7 +96,7 @@ def commit_new_versions(root: str, codes: list[str], victim: str, kill_point: st
 def test_a_writer_killed_mid_commit_leaves_every_stock_old_or_new_and_the_next_run_completes_it(
     store, kill_point, victim_is_new
 ):
-    from precompute_assets import pipeline
+    from precompute_assets.build import pipeline
 
     bucket = bucket_of("SH600000", BATCHES)
     codes = [c for c in CODES if bucket_of(c, BATCHES) == bucket]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from qlib.data import ops
 
-from precompute_assets.families.qlib_argext import rolling_arg_position
-from precompute_assets.families.qlib_segments import GivenSeries
+from precompute_assets.indicators.expressions.qlib_argext import rolling_arg_position
+from precompute_assets.indicators.expressions.qlib_segments import GivenSeries
 
 
 def awkward_series(seed: int, length: int = 400) -> pd.Series:

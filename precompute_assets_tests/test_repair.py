@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from conftest import build_store, copy_inputs, run_pipeline
 
-from precompute_assets.buckets import bucket_of
-from precompute_assets.checks.store_checks import integrity_marking_repairs
-from precompute_assets.freshness import stale_buckets
+from precompute_assets.build.buckets import bucket_of
+from precompute_assets.build.freshness import stale_buckets
+from precompute_assets.defs.precompute.checks import integrity_marking_repairs
 from precompute_assets.store.layout import StoreLayout
 
 

@@ -8,12 +8,12 @@ import pandas as pd
 from conftest import CSI300, build_store, copy_inputs
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 
-from precompute_assets.buckets import bucket_keys, bucket_of
+from precompute_assets.build.buckets import bucket_keys, bucket_of
+from precompute_assets.build.freshness import store_status
 from precompute_assets.definitions import defs
-from precompute_assets.freshness import store_status
-from precompute_assets.resources import PrecomputeSettings
-from precompute_assets.schedules import daily_update_schedule
-from precompute_assets.sensors import parquet_input_sensor
+from precompute_assets.defs.precompute.schedules import daily_update_schedule
+from precompute_assets.defs.precompute.sensors import parquet_input_sensor
+from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.stock_commit import read_stock_meta
 
@@ -86,7 +86,7 @@ def test_schedule_requests_the_stale_buckets(tmp_path):
 def test_store_summary_and_freshness_check_follow_the_input(tmp_path):
     from dagster import materialize
 
-    from precompute_assets.assets import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
+    from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
 
     parquet = copy_inputs(CODES[:3], tmp_path / "parquet")
     settings = build_store(parquet, tmp_path / "qlib_data")

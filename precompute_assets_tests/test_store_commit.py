@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from conftest import CSI300, build_store, copy_inputs
 
-from precompute_assets import intermediates
-from precompute_assets.pipeline import bucket_input_versions, build_calendar
+from precompute_assets.build import intermediates
+from precompute_assets.build.bucket_state import stale_reason
+from precompute_assets.build.pipeline import bucket_input_versions, build_calendar
 from precompute_assets.store import stock_commit
-from precompute_assets.store.bucket_state import stale_reason
 from precompute_assets.store.calendar import read_calendar, read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader

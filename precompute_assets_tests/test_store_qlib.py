@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import CSI300, build_store, copy_inputs, require_refdata
 
-from precompute_assets.families.qlib_engine import init_qlib
+from precompute_assets.indicators.expressions.qlib_engine import init_qlib
 
 BASE = ["open", "high", "low", "close", "volume", "vwap", "factor"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precompute_assets.synthetic import generate_market, generate_stock, trading_days
+from precompute_assets.input.synthetic import generate_market, generate_stock, trading_days
 
 START, END = "2022-01-04", "2024-12-31"
 

@@ -20,9 +20,9 @@ import pytest
 import talib
 from conftest import leading_nans
 
-from precompute_assets.families import technical
-from precompute_assets.families.base import compute_per_stock
-from precompute_assets.registry import REGISTRY
+from precompute_assets.indicators.compute import technical
+from precompute_assets.indicators.families.base import compute_per_stock
+from precompute_assets.indicators.registry import REGISTRY
 
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 TALIB_REF = REFDATA / "talib_reference"

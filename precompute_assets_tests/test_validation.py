@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from conftest import build_store, copy_inputs, run_pipeline
 
-from precompute_assets import pipeline
-from precompute_assets.buckets import bucket_keys, bucket_of
-from precompute_assets.registry import FAMILIES
+from precompute_assets.build import pipeline
+from precompute_assets.build.buckets import bucket_keys, bucket_of
+from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_calendar, write_calendar
 from precompute_assets.store.layout import StoreLayout

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO))
     import pandas as pd
 
-    from precompute_assets.synthetic import generate_market
+    from precompute_assets.input.synthetic import generate_market
 
     args.out.mkdir(parents=True, exist_ok=True)
     stale = sorted(args.out.glob("*.parquet"))

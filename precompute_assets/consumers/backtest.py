@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from precompute_assets.codes import canonical_code
 from precompute_assets.consumers.loader import load_multiple_stocks_with_indicators, trading_calendar
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.metrics import performance
@@ -26,7 +25,8 @@ from precompute_assets.consumers.qlib_backtest import qlib_topk_dropout
 from precompute_assets.consumers.staging import staged_qlib_dir
 from precompute_assets.consumers.strategies import STRATEGIES, MultiFactor
 from precompute_assets.consumers.topk_dropout import Market, run_topk_dropout
-from precompute_assets.registry import load_registry
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.input.codes import canonical_code
 from precompute_assets.settings import Settings
 
 RULE_PARAMS = {f.name for f in dataclasses.fields(MarketRules)}

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute_assets.bars import load_bars
 from precompute_assets.consumers.qlib_session import kept_qlib_config
-from precompute_assets.families import compute_family
-from precompute_assets.registry import FAMILIES, load_registry
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.compute import compute_family
+from precompute_assets.indicators.registry import FAMILIES
+from precompute_assets.input.bars import load_bars
 from precompute_assets.store.base_fields import base_fields
 
 

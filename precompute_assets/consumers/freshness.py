@@ -12,8 +12,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from precompute_assets.build.freshness import store_status
 from precompute_assets.consumers.input_state import InputState
-from precompute_assets.freshness import store_status
 from precompute_assets.settings import Settings
 from precompute_assets.store.layout import StoreLayout
 

@@ -18,7 +18,7 @@ from qlib.data.dataset.handler import DataHandlerLP
 from qlib.data.dataset.loader import QlibDataLoader
 
 from precompute_assets.consumers.loader import load_multiple_stocks_with_indicators
-from precompute_assets.registry import load_registry
+from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.settings import Settings
 
 ALPHA158_LABEL = Alpha158.get_label_config(None)

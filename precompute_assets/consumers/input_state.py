@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from precompute_assets.bars import scan_calendar
-from precompute_assets.parquet_input import file_fingerprint, scan_folder
-from precompute_assets.pipeline import input_version
+from precompute_assets.build.pipeline import input_version
+from precompute_assets.input.bars import scan_calendar
+from precompute_assets.input.parquet import file_fingerprint, scan_folder
 
 _fingerprints: dict[tuple[str, int, int], str] = {}
 _calendars: dict[str, pd.DatetimeIndex] = {}

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from precompute_assets.codes import canonical_code
 from precompute_assets.consumers.fallback import Computed, compute_fields
 from precompute_assets.consumers.freshness import Freshness, check_freshness
 from precompute_assets.consumers.input_state import InputState, input_calendar, input_state
-from precompute_assets.parquet_input import read_dates
-from precompute_assets.registry import BASE_FIELDS, load_registry
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.registry import BASE_FIELDS
+from precompute_assets.input.codes import canonical_code
+from precompute_assets.input.parquet import read_dates
 from precompute_assets.settings import Settings
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from precompute_assets.consumers.qlib_provider import FAST_FEATURE_PROVIDER
-from precompute_assets.families.qlib_engine import init_qlib
+from precompute_assets.indicators.expressions.qlib_engine import init_qlib
 
 EXPERIMENT = "precompute_assets"
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from precompute_assets.registry import load_registry
+from precompute_assets.indicators.catalog import load_registry
 
 
 def indicator(frame: pd.DataFrame, name: str | None, compute: Callable[[pd.Series], np.ndarray]) -> pd.Series:

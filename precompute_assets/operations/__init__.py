@@ -2,5 +2,5 @@
 `disk_space` (the guard before writing), `lock` (bucket and store write locks across hosts).
 
 Command line: `python -m precompute_assets.operations {backup,restore,list,cleanup}`; the Dagster
-asset and jobs in `precompute_assets.assets.operations` call the same functions.
+asset and jobs in `precompute_assets.defs.operations` call the same functions.
 """

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from precompute_assets.buckets import bucket_of
+from precompute_assets.build.buckets import bucket_of
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.disk_space import ensure_free_space, tree_bytes
-from precompute_assets.operations.errors import OperationError
 from precompute_assets.operations.store_copy import copy_shared, copy_stock, shared_entries, stock_files
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import calendar_fingerprint
+from precompute_assets.store.disk_space import ensure_free_space, tree_bytes
+from precompute_assets.store.errors import OperationError
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
 from precompute_assets.store.stock_commit import stored_codes

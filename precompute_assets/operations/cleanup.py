@@ -22,12 +22,12 @@ from pathlib import Path
 
 from precompute_assets.operations.backup import list_backups
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.disk_space import human_size, tree_bytes
-from precompute_assets.operations.lock import held_locks, lock_dir, stale_reason
 from precompute_assets.operations.restore import KEPT_PREFIX, kept_stores
 from precompute_assets.operations.store_copy import is_temporary
 from precompute_assets.settings import Settings
+from precompute_assets.store.disk_space import human_size, tree_bytes
 from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.lock import held_locks, lock_dir, stale_reason
 
 
 @dataclass(frozen=True)

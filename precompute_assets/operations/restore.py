@@ -17,13 +17,13 @@ from pathlib import Path
 
 from precompute_assets.operations.backup import find_backup
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.disk_space import ensure_free_space, tree_bytes
-from precompute_assets.operations.errors import OperationError
-from precompute_assets.operations.lock import LOCK_DIR, store_lock
 from precompute_assets.operations.store_copy import copy_shared, copy_stock
 from precompute_assets.operations.swap import exchange
 from precompute_assets.settings import Settings
+from precompute_assets.store.disk_space import ensure_free_space, tree_bytes
+from precompute_assets.store.errors import OperationError
 from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.lock import LOCK_DIR, store_lock
 from precompute_assets.store.stock_commit import stored_codes
 from precompute_assets.validation.integrity import StoreCalendars, stock_problems
 

@@ -4,5 +4,5 @@
 which judges one bucket (or the whole store with `bucket=None`) with a Great Expectations suite and
 returns a `result.ValidationResult`: the verdict, GX's statistics, and the failing stocks and columns.
 `integrity` also has the plain checks that operations reuse (`stock_problems`, `damaged_stocks`). The
-Dagster asset checks (`precompute_assets.checks`) are thin wrappers around these functions.
+Dagster asset checks (`precompute_assets.defs.precompute.checks`) are thin wrappers around these functions.
 """

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from precompute_assets.buckets import bucket_of, codes_in_bucket
-from precompute_assets.parquet_input import InputError, StockInput, read_stock_cached, scan_folder
+from precompute_assets.build.buckets import bucket_of, codes_in_bucket
+from precompute_assets.input.parquet import InputError, StockInput, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from precompute_assets.parquet_input import StockInput
-from precompute_assets.registry import Registry, load_registry
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.registry import Registry
+from precompute_assets.input.parquet import StockInput
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import BASE_FIELDS
 from precompute_assets.store.stock_commit import read_stock_meta

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from precompute_assets.families import compute_family
-from precompute_assets.registry import FAMILIES, Indicator, load_registry
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.compute import compute_family
+from precompute_assets.indicators.registry import FAMILIES, Indicator
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import base_fields
 from precompute_assets.validation.bucket_scope import BucketScope

@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from precompute_assets.registry import load_registry
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.settings import Settings
 from precompute_assets.store.stock_commit import read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope
 from precompute_assets.validation.gx_runner import CODE, COLUMN, DATE, GxSession, Rule
 from precompute_assets.validation.result import ValidationResult
 from precompute_assets.validation.stored_values import read_stored, stored_fields, stored_span
-from precompute_assets.warmup import nan_after_warmup
 
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "rsi14": (0.0, 100.0),

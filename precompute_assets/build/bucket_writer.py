@@ -1,0 +1,133 @@
+"""Write one stock of a bucket by its plan: a full atomic commit, or appended days and replaced columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.build.update_plan import StockPlan
+from precompute_assets.indicators.registry import Registry
+from precompute_assets.store.base_fields import base_fields
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.stock_commit import commit_stock, read_stock_meta, update_stock
+
+
+@dataclass
+class StockWrite:
+    """What one stock's write did, for metadata and the recorded work."""
+
+    code: str
+    mode: str
+    rows: int
+    rows_written: int
+    first_date: str
+    last_date: str
+    columns: int
+    missing_columns: list[str] = field(default_factory=list)
+
+
+def write_stock(
+    layout: StoreLayout,
+    registry: Registry,
+    code: str,
+    calendar: pd.DatetimeIndex,
+    bars: pd.DataFrame,
+    family_frames: Mapping[str, pd.DataFrame],
+    input_fingerprint: str,
+    plan: StockPlan,
+    state: Mapping[str, float],
+    quality: Mapping[str, object],
+) -> StockWrite:
+    """Check the family columns against the registry and the bars' dates, then write them.
+
+    A family frame holding unregistered names or dates outside the bars is a programming error and
+    refuses the stock rather than storing misaligned data.
+    """
+    for family, frame in family_frames.items():
+        names = registry.names(family)
+        unknown = [c for c in frame.columns if c not in names]
+        if unknown:
+            raise ValueError(f"{code}: {family} returned unregistered columns {unknown}")
+        if not frame.index.isin(bars.index).all():
+            raise ValueError(f"{code}: {family} rows do not match the bars' dates")
+    expected = [i.name for i in registry.all()]
+    meta = {"last_date": f"{bars.index[-1]:%Y-%m-%d}", "input_fingerprint": input_fingerprint, "quality": quality}
+    if plan.mode == "full":
+        fields = dict(base_fields(bars))
+        fingerprints = {}
+        for frame in family_frames.values():
+            aligned = frame if frame.index.equals(bars.index) else frame.reindex(bars.index)
+            fields.update(zip((c.lower() for c in frame.columns), aligned.to_numpy(np.float32).T, strict=True))
+            fingerprints.update({name.lower(): registry.get(name).fingerprint for name in frame.columns})
+        meta.update(
+            first_date=f"{bars.index[0]:%Y-%m-%d}",
+            rows=len(bars),
+            indicators=fingerprints,
+            state=dict(state),
+            written_from=0,
+        )
+        commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta)
+        written = len(bars)
+    else:
+        written = _update(layout, registry, code, bars, family_frames, plan, state, meta)
+    stored = meta.get("indicators", {})
+    return StockWrite(
+        code,
+        plan.mode,
+        meta["rows"],
+        written,
+        meta["first_date"],
+        meta["last_date"],
+        len(base_fields(bars.iloc[:1])) + len(stored),
+        [n for n in expected if n.lower() not in stored],
+    )
+
+
+def _update(
+    layout: StoreLayout,
+    registry: Registry,
+    code: str,
+    bars: pd.DataFrame,
+    family_frames: Mapping[str, pd.DataFrame],
+    plan: StockPlan,
+    state: Mapping[str, float],
+    meta: dict,
+) -> int:
+    """Append the plan's new days to every column that is not stale, and replace the stale ones.
+
+    Each family frame is aligned once as a block (a reindex per column cost more than the appends)."""
+    current = read_stock_meta(layout, code)
+    update = plan.update
+    # NaN shares were measured on the full history; the new days do not change them materially
+    meta["quality"] = {**meta["quality"], "nan_share": current.get("quality", {}).get("nan_share", {})}
+    indicators = dict(current.get("indicators", {}))
+    appends: dict[str, np.ndarray] = {}
+    new_rows = 0
+    if update.new_from is not None:
+        new = bars.loc[update.new_from :]
+        new_rows = len(new)
+        appends.update(base_fields(new))
+        for frame in family_frames.values():
+            block = frame.reindex(new.index).to_numpy(np.float32).T
+            appends.update((n.lower(), v) for n, v in zip(frame.columns, block, strict=True) if n not in update.stale)
+        # a column that failed for this stock earlier has no file: it stays absent (reported missing)
+        appends = {f: v for f, v in appends.items() if f in current["files"]}
+    replacements = {}
+    for frame in family_frames.values():
+        stale = [n for n in frame.columns if n in update.stale]
+        if stale:  # stale columns come with the stock's whole history (see pipeline.build_bars)
+            block = frame[stale].reindex(bars.index).to_numpy(np.float32).T
+            replacements.update((n.lower(), v) for n, v in zip(stale, block, strict=True))
+            indicators.update((n.lower(), registry.get(n).fingerprint) for n in stale)
+    meta.update(
+        first_date=current["first_date"],
+        rows=current["rows"] + new_rows,
+        indicators=indicators,
+        state={**current.get("state", {}), **state},
+        written_from=0 if replacements else current["rows"],  # the rows this write put there
+    )
+    update_stock(layout, code, appends, replacements, meta, current)
+    return new_rows

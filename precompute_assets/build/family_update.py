@@ -1,0 +1,129 @@
+"""Compute only what changed for a stored stock: appended days from a tail window, stale columns in full.
+
+An appended day is computed from the stock's last rows, enough of them for every column's history
+need (`registry.history_need`), counted both in calendar rows (Qlib's windows) and in valid rows
+(the pandas families skip missing days). A cumulative column continues from the stored float64
+state: value = state + (tail value - tail value at the last stored row). The result equals a full
+rebuild within float32 rounding, which the incremental tests check on real data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.families.base import FamilyResult, compute_per_stock, last_finite, valid_rows
+from precompute_assets.indicators.history import history_need
+from precompute_assets.indicators.registry import Indicator
+
+
+@dataclass(frozen=True)
+class StockUpdate:
+    """What a stored stock needs: new days from `new_from` on, and `stale` columns over its history."""
+
+    new_from: pd.Timestamp | None = None
+    stale: frozenset[str] = frozenset()
+    carry: Mapping[str, float] = field(default_factory=dict)
+
+
+def tail_start(bars: pd.DataFrame, new_from: pd.Timestamp, need: int) -> int:
+    """Position of the first bar a tail needs: `need` calendar rows and `need` valid rows before `new_from`."""
+    first_new = int(bars.index.searchsorted(new_from))
+    valid = np.flatnonzero(valid_rows(bars)[:first_new])
+    by_valid = int(valid[-need]) if len(valid) >= need else 0
+    return max(0, min(first_new - need, by_valid))
+
+
+def compute_family_update(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    calendar: pd.DatetimeIndex,
+    updates: Mapping[str, StockUpdate | None],
+) -> FamilyResult:
+    """The family's columns for each stock: in full where `updates[code]` is None, else only what changed.
+
+    An updated stock's frame spans its whole bars when it has stale columns of this family, else only
+    the new days; columns neither stale nor new are NaN where they were not computed.
+    """
+    from precompute_assets.indicators.compute import compute_family
+
+    registry = load_registry()
+    indicators = registry.all(family)
+    result = FamilyResult()
+    full = {c: bars for c, bars in bars_by_code.items() if updates.get(c) is None}
+    if full:
+        _merge(result, compute_family(family, full, calendar))
+    groups: dict[frozenset[str], dict[str, StockUpdate]] = {}
+    for code, update in updates.items():
+        if update is not None and code in bars_by_code:
+            stale = frozenset(n for n in update.stale if registry.get(n).family == family)
+            groups.setdefault(stale, {})[code] = update
+    for stale, group in groups.items():
+        if stale:
+            stale_bars = {c: bars_by_code[c] for c in group}
+            _merge(result, compute_family(family, stale_bars, calendar, [registry.get(n) for n in sorted(stale)]))
+        appended = {c: u for c, u in group.items() if u.new_from is not None}
+        fresh = [i for i in indicators if i.name not in stale]
+        if appended and fresh:
+            _merge(result, _compute_tails(family, bars_by_code, calendar, appended, fresh))
+    order = [i.name for i in indicators]
+    result.frames = {c: f.reindex(columns=[n for n in order if n in f]) for c, f in result.frames.items()}
+    return result
+
+
+def _compute_tails(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    calendar: pd.DatetimeIndex,
+    appended: Mapping[str, StockUpdate],
+    indicators: Sequence[Indicator],
+) -> FamilyResult:
+    from precompute_assets.indicators.compute import compute_family
+
+    need = max(history_need(i) for i in indicators)
+    tails = {c: bars_by_code[c].iloc[tail_start(bars_by_code[c], u.new_from, need) :] for c, u in appended.items()}
+    plain = [i for i in indicators if i.history != "cumulative"]
+    cumulative = [i for i in indicators if i.history == "cumulative"]
+    result = compute_family(family, tails, calendar, plain) if plain else FamilyResult()
+    if cumulative:
+        carried = compute_per_stock(family, tails, cumulative, dtype=np.float64)
+        result.errors.extend(carried.errors)
+        for code, frame in carried.frames.items():
+            new_from = appended[code].new_from
+            state = {}
+            for name in frame.columns:
+                values = frame[name].to_numpy()
+                before = values[: int(frame.index.searchsorted(new_from))]
+                reference, carry = last_finite(before), appended[code].carry.get(name)
+                if reference is None or carry is None:
+                    values = np.full_like(values, np.nan)  # no stored state to continue from
+                else:
+                    values = carry + (values - reference)
+                    state[name] = last_finite(values) or carry
+                frame[name] = values
+            result.state[code] = state
+            existing = result.frames.get(code)
+            frame = frame.astype(np.float32)
+            result.frames[code] = frame if existing is None else existing.join(frame)
+    for code, update in appended.items():
+        if code in result.frames:
+            result.frames[code] = result.frames[code].loc[update.new_from :]
+    return result
+
+
+def _merge(into: FamilyResult, part: FamilyResult) -> None:
+    """Column-wise union per stock; frames of different spans align on dates (NaN where absent)."""
+    into.errors.extend(part.errors)
+    for code, state in part.state.items():
+        into.state.setdefault(code, {}).update(state)
+    for code, frame in part.frames.items():
+        existing = into.frames.get(code)
+        if existing is None:
+            into.frames[code] = frame
+        else:
+            index = existing.index.union(frame.index)
+            into.frames[code] = existing.reindex(index).join(frame.reindex(index), how="left")

@@ -1,0 +1,115 @@
+"""Decide, per stock, what the store lacks: nothing, a full rebuild, or appended days and stale columns.
+
+- no stored version, damaged files (sizes differ from `_stock.json`), or a calendar that moved the
+  stock's rows: full rebuild;
+- the input file's bytes unchanged: only columns whose registry fingerprint differs (or is absent);
+- changed input whose stored span is unchanged (base fields equal, float32): the new days are
+  appended, plus any stale columns; any other change is restated history: full rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.build.family_update import StockUpdate
+from precompute_assets.indicators.registry import Registry
+from precompute_assets.store.base_fields import base_fields
+from precompute_assets.store.bin_file import read_bin
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.stock_commit import files_match_meta, read_stock_meta
+
+Mode = Literal["skip", "full", "update"]
+
+
+@dataclass(frozen=True)
+class StockPlan:
+    """What one stock needs, and why (the reason shows in metadata and logs)."""
+
+    code: str
+    mode: Mode
+    reason: str
+    update: StockUpdate | None = None
+
+    def to_notes(self) -> dict:
+        update = self.update or StockUpdate()
+        new_from = None if update.new_from is None else f"{update.new_from:%Y-%m-%d}"
+        return {
+            "mode": self.mode,
+            "reason": self.reason,
+            "new_from": new_from,
+            "stale": sorted(update.stale),
+            "carry": dict(update.carry),
+        }
+
+    @classmethod
+    def from_notes(cls, code: str, notes: dict) -> StockPlan:
+        new_from = None if notes["new_from"] is None else pd.Timestamp(notes["new_from"])
+        update = StockUpdate(new_from, frozenset(notes["stale"]), notes["carry"]) if notes["mode"] == "update" else None
+        return cls(code, notes["mode"], notes["reason"], update)
+
+
+def plan_stock(
+    layout: StoreLayout,
+    registry: Registry,
+    code: str,
+    fingerprint: str,
+    calendar: pd.DatetimeIndex,
+    load_bars: Callable[[], pd.DataFrame],
+    repair: str | None = None,
+) -> tuple[StockPlan, pd.DataFrame | None]:
+    """The stock's plan and, unless it is skipped, its calendar-aligned bars.
+
+    `repair` is why a check marked the stock damaged (a same-size overwrite only a checksum sees).
+    """
+    meta = read_stock_meta(layout, code)
+    if meta is None:
+        return StockPlan(code, "full", "new stock"), load_bars()
+    if repair:
+        return StockPlan(code, "full", f"repair: {repair}"), load_bars()
+    if not files_match_meta(layout, code, meta):
+        return StockPlan(code, "full", "damaged store files"), load_bars()
+    if not _aligned(meta, calendar):
+        return StockPlan(code, "full", "calendar history changed"), load_bars()
+    stale = frozenset(i.name for i in registry.all() if meta.get("indicators", {}).get(i.field) != i.fingerprint)
+    carry = meta.get("state", {})
+    if meta.get("input_fingerprint") == fingerprint:
+        if not stale:
+            return StockPlan(code, "skip", "unchanged"), None
+        return StockPlan(code, "update", "indicator definitions changed", StockUpdate(None, stale, carry)), load_bars()
+    bars = load_bars()
+    if not _stored_span_unchanged(layout, code, meta, bars):
+        return StockPlan(code, "full", "restated history"), bars
+    last = pd.Timestamp(meta["last_date"])
+    new_from = bars.index[bars.index > last][0] if bars.index[-1] > last else None
+    reason = "new days" if new_from is not None else "input file changed outside the stored fields"
+    return StockPlan(code, "update", reason, StockUpdate(new_from, stale, carry)), bars
+
+
+def _aligned(meta: dict, calendar: pd.DatetimeIndex) -> bool:
+    start, rows = meta["start_index"], meta["rows"]
+    if start + rows > len(calendar):
+        return False
+    return (
+        f"{calendar[start]:%Y-%m-%d}" == meta["first_date"]
+        and f"{calendar[start + rows - 1]:%Y-%m-%d}" == meta["last_date"]
+    )
+
+
+def _stored_span_unchanged(layout: StoreLayout, code: str, meta: dict, bars: pd.DataFrame) -> bool:
+    """True when the new input gives exactly the stored base fields on every stored day."""
+    if f"{bars.index[0]:%Y-%m-%d}" != meta["first_date"] or bars.index[-1] < pd.Timestamp(meta["last_date"]):
+        return False
+    expected = base_fields(bars.iloc[: meta["rows"]])
+    stored_fields = {f for f in meta["files"] if f in expected or f == "amount"}
+    if stored_fields != set(expected):
+        return False
+    for name, values in expected.items():
+        _, stored = read_bin(layout.bin_path(code, name))
+        if not np.array_equal(stored, values, equal_nan=True):
+            return False
+    return True

@@ -1,0 +1,114 @@
+"""Blocking, bucket-partitioned asset checks on `qlib_store`, one per validation.
+
+A failed check with ERROR severity fails the run and stops what reads the bucket downstream; a check
+that found only warnings (a high NaN share) reports WARN and lets the run go on.
+"""
+
+import hashlib
+from collections.abc import Callable
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    asset_check,
+)
+
+from precompute_assets.build.bucket_state import mark_for_repair
+from precompute_assets.defs.partitions import stock_buckets
+from precompute_assets.defs.precompute.check_metadata import check_metadata
+from precompute_assets.defs.precompute.store import qlib_store
+from precompute_assets.defs.resources import PrecomputeSettings
+from precompute_assets.settings import Settings
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.validation.completeness import validate_completeness
+from precompute_assets.validation.consistency import validate_consistency
+from precompute_assets.validation.integrity import validate_integrity
+from precompute_assets.validation.quality import validate_quality
+from precompute_assets.validation.result import ValidationResult
+
+Validate = Callable[[AssetCheckExecutionContext, Settings, str], ValidationResult]
+
+
+def build_store_check(name: str, validate: Validate, description: str) -> AssetChecksDefinition:
+    @asset_check(
+        asset=qlib_store,
+        name=name,
+        partitions_def=stock_buckets,
+        blocking=True,
+        description=description,
+    )
+    def _check(context: AssetCheckExecutionContext, precompute: PrecomputeSettings) -> AssetCheckResult:
+        settings = precompute.settings
+        results = {bucket: validate(context, settings, bucket) for bucket in context.partition_keys}
+        if not context.has_partition_key:
+            # Dagster records a range run's returned result without a partition: each bucket gets its own
+            for bucket, result in results.items():
+                context.op_execution_context.log_event(
+                    AssetCheckEvaluation(
+                        asset_key=qlib_store.key,
+                        check_name=name,
+                        partition=bucket,
+                        blocking=True,
+                        **_outcome(result),
+                    )
+                )
+        result = ValidationResult.combine(list(results.values()))
+        log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
+        log(result.describe())
+        return AssetCheckResult(**_outcome(result))
+
+    return _check
+
+
+def _outcome(result: ValidationResult) -> dict[str, object]:
+    """passed, severity, metadata and description of one validation, as a check evaluation records them."""
+    return {
+        "passed": result.passed,
+        "severity": AssetCheckSeverity.WARN if result.failures and not result.blocking else AssetCheckSeverity.ERROR,
+        "metadata": check_metadata(result),
+        "description": result.describe(limit=5),
+    }
+
+
+def integrity_marking_repairs(settings: Settings, bucket: str) -> ValidationResult:
+    """Integrity, and the damaged stocks recorded so the bucket's next run (sensor, `make run`) rebuilds them."""
+    result = validate_integrity(settings, bucket)
+    if result.failing_stocks:
+        layout = StoreLayout(settings.qlib_data_path)
+        mark_for_repair(layout, bucket, result.failing_stocks, "integrity check failed")
+    return result
+
+
+def run_seed(context: AssetCheckExecutionContext, bucket: str) -> int:
+    """A different sample each run, reproducible from the run id (the seed is in the metadata)."""
+    return int.from_bytes(hashlib.sha1(f"{context.run.run_id}:{bucket}".encode()).digest()[:4], "big")
+
+
+STORE_CHECKS = [
+    build_store_check(
+        "completeness",
+        lambda context, settings, bucket: validate_completeness(settings, bucket),
+        "Every readable input stock, each of its input dates and every registered column is in the store.",
+    ),
+    build_store_check(
+        "quality",
+        lambda context, settings, bucket: validate_quality(settings, bucket),
+        "RSI/KDJ/STOCH in [0, 100], Williams %R in [-100, 0], volume and ATR >= 0, Bollinger bands ordered, "
+        "no infinities (blocking); NaN share after warm-up (a warning).",
+    ),
+    build_store_check(
+        "consistency",
+        lambda context, settings, bucket: validate_consistency(settings, bucket, seed=run_seed(context, bucket)),
+        "Base fields equal the input parquet as float32; a seeded random sample of indicator columns "
+        "recomputed from the input equals the stored values.",
+    ),
+    build_store_check(
+        "integrity",
+        lambda context, settings, bucket: integrity_marking_repairs(settings, bucket),
+        "Every stored file has the size and crc32 its commit recorded; first and last rows sit on the "
+        "recorded dates of the calendar.",
+    ),
+]

@@ -1,0 +1,1 @@
+"""What is computed: the registry (one entry per column), the four families, the expression engines."""

@@ -1,0 +1,1 @@
+"""The four built-in families; importing one registers its columns (see `indicators.catalog`)."""

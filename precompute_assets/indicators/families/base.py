@@ -1,0 +1,174 @@
+"""What every family returns, and the per-stock runner shared by the pandas families."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pandas.api.typing import Rolling
+
+from precompute_assets.indicators.registry import Compute, History, Indicator, add_indicator
+
+IndicatorRow = tuple[str, Compute, str, int, History, dict[str, object]]
+"""name, compute, one-line formula, warm-up rows, history kind, parameters: one table row per column."""
+
+REQUIRED = ("open", "high", "low", "close", "volume")
+
+
+def valid_rows(bars: pd.DataFrame) -> np.ndarray:
+    """True on the days with every required field: the others are missing days. Per column on arrays
+    (a frame-wide notna() cost 0.5 ms a stock, and every step asks for each stock)."""
+    return ~np.logical_or.reduce([pd.isna(bars[name].to_numpy()) for name in REQUIRED])
+
+
+@dataclass(frozen=True)
+class ComputeError:
+    """One stock (and, when it is one column, one indicator) a family could not compute."""
+
+    code: str
+    family: str
+    indicator: str | None
+    message: str
+
+    def __str__(self) -> str:
+        what = f"{self.family}.{self.indicator}" if self.indicator else self.family
+        return f"{self.code} {what}: {self.message}"
+
+
+@dataclass
+class FamilyResult:
+    """A family's columns per stock (date index as the input bars), what failed, and carried state.
+
+    `state` holds, per stock, the last finite float64 value of each cumulative column: appended days
+    continue from it exactly (the store's float32 would drift by a rounding per update).
+    """
+
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    errors: list[ComputeError] = field(default_factory=list)
+    state: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def last_finite(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else None
+
+
+@dataclass(frozen=True)
+class Output:
+    """One column of a multi-output compute (MACD, BBANDS, STOCH, KDJ).
+
+    Called on bars it is a compute like any other; `compute_per_stock` runs `fn` once per stock and
+    hands each column its output, instead of recomputing all of them per column.
+    """
+
+    fn: Callable[[pd.DataFrame], Sequence[object]]
+    index: int
+
+    def __call__(self, bars: pd.DataFrame) -> object:
+        return self.fn(bars)[self.index]
+
+
+def _column_values(column: object, index: pd.Index) -> np.ndarray:
+    """A compute's result as float64 values aligned to `index`, as `pd.Series(column, index=index)` makes them.
+
+    A Series on that index or a float array of its length is read directly: wrapping it again cost more
+    than most indicators' own computation.
+    """
+    if isinstance(column, pd.Series) and column.index.equals(index):
+        return column.to_numpy(np.float64)
+    if isinstance(column, np.ndarray) and column.dtype in (np.float64, np.float32) and column.shape == (len(index),):
+        return column.astype(np.float64, copy=False)
+    return pd.Series(column, index=index).to_numpy(dtype=np.float64)
+
+
+def compute_per_stock(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    indicators: Iterable[Indicator],
+    dtype: type = np.float32,
+) -> FamilyResult:
+    """Run each indicator's `compute` on each stock's valid rows; failures stay local to a column.
+
+    Rows with a NaN in a required field are missing days: they are left out of the computation (so
+    recursive indicators carry on across them) and come back as NaN rows in the output. Each stock's
+    columns go into one array and one frame: per-column pandas frames cost more than the indicators.
+    """
+    indicators = list(indicators)
+    result = FamilyResult()
+    for code, bars in bars_by_code.items():
+        present = valid_rows(bars)
+        rows = np.flatnonzero(present)
+        valid = bars[present]  # a copy: a compute that writes to its bars cannot reach the caller's
+        values = np.full((len(indicators), len(bars)), np.nan)
+        computed: list[int] = []
+        outputs: dict[Callable[[pd.DataFrame], Sequence[object]], Sequence[object]] = {}
+        for position, indicator in enumerate(indicators):
+            compute = indicator.compute
+            try:
+                if isinstance(compute, Output):
+                    if compute.fn not in outputs:
+                        outputs[compute.fn] = compute.fn(valid)
+                    series = outputs[compute.fn][compute.index]
+                else:
+                    series = compute(valid)  # type: ignore[misc]
+                floats = _column_values(series, valid.index)
+                values[position, rows] = floats
+                computed.append(position)
+                if indicator.history == "cumulative" and (last := last_finite(floats)) is not None:
+                    result.state.setdefault(code, {})[indicator.name] = last
+            except Exception as exc:
+                result.errors.append(ComputeError(code, family, indicator.name, f"{type(exc).__name__}: {exc}"))
+        values = values[computed]
+        values[np.isinf(values)] = np.nan
+        names = [indicators[position].name for position in computed]
+        result.frames[code] = pd.DataFrame(values.astype(dtype, copy=False).T, index=bars.index, columns=names)
+    return result
+
+
+# --- array helpers for the built-in computes: numpy per column, pandas only for its rolling windows ----
+
+
+def column(bars: pd.DataFrame, name: str) -> np.ndarray:
+    """One input column as a float64 array: TA-Lib accepts nothing else, and numpy skips pandas' overhead."""
+    return bars[name].to_numpy(np.float64)
+
+
+def aligned(values: np.ndarray, bars: pd.DataFrame) -> pd.Series:
+    """A computed column on the dates of the bars it came from."""
+    return pd.Series(values, index=bars.index)
+
+
+def shifted(values: np.ndarray, n: int) -> np.ndarray:
+    """pandas' shift(n), n > 0: each value moved n rows later, NaN in the first n."""
+    out = np.full_like(values, np.nan)
+    out[n:] = values[: max(len(values) - n, 0)]
+    return out
+
+
+def rolling(values: np.ndarray, n: int) -> Rolling:
+    """pandas' rolling window with min_periods = n: its compensated sums and stds define the columns."""
+    return pd.Series(values).rolling(n, min_periods=n)
+
+
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, inf or NaN where the denominator is 0 (stored as NaN), without warnings."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return numerator / denominator
+
+
+def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None:
+    """Register a pandas family's table of columns, in order (the order is the store's column order)."""
+    for name, compute, formula, warmup, history, params in rows:
+        add_indicator(
+            name,
+            family,
+            formula=formula,
+            compute=compute,
+            version="1",
+            warmup=warmup,
+            history=history,
+            params=params,
+            added=added,
+        )

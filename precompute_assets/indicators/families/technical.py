@@ -1,0 +1,261 @@
+"""Technical indicators: TA-Lib where it has them, pandas for the Chinese-software ones it lacks.
+
+Every compute takes one stock's valid bars (float64, ascending dates, no missing days) and returns one
+column aligned to them. TA-Lib values come from TA-Lib itself, with its own warm-up NaNs; the pandas
+ones use rolling windows with min_periods = window, so their warm-up rows are NaN too. Nothing looks
+forward: the only shift is Ichimoku's senkou spans, shifted +26 (the cloud drawn at t, known at t - 26).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import talib
+
+from precompute_assets.indicators.families.base import (
+    IndicatorRow,
+    Output,
+    aligned,
+    column,
+    ratio,
+    register_rows,
+    rolling,
+    shifted,
+)
+
+FAMILY = "technical"
+ADDED = "2026-11-25"
+TRADING_DAYS = 252
+KDJ_SEED = 50.0
+
+Outputs = tuple[pd.Series, ...]
+
+
+def _hlc(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return column(bars, "high"), column(bars, "low"), column(bars, "close")
+
+
+# --- TA-Lib ---------------------------------------------------------------------------------------
+
+
+def sma(bars: pd.DataFrame, n: int) -> pd.Series:
+    """Simple moving average of close."""
+    return aligned(talib.SMA(column(bars, "close"), timeperiod=n), bars)
+
+
+def ema(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+    """Exponential moving average of close, seeded with the SMA of the first n closes (TA-Lib)."""
+    return aligned(talib.EMA(column(bars, "close"), timeperiod=n), bars)
+
+
+def wma(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+    """Linearly weighted moving average of close: recent days weigh more."""
+    return aligned(talib.WMA(column(bars, "close"), timeperiod=n), bars)
+
+
+def rsi(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+    """Wilder's relative strength index of close."""
+    return aligned(talib.RSI(column(bars, "close"), timeperiod=n), bars)
+
+
+def volume_rsi(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+    """Wilder's RSI applied to volume: is volume rising or falling."""
+    return aligned(talib.RSI(column(bars, "volume"), timeperiod=n), bars)
+
+
+def stoch(bars: pd.DataFrame) -> Outputs:
+    """Slow stochastic (%K, %D): where close sits in the 14-day range, smoothed twice by SMA(3)."""
+    outputs = talib.STOCH(*_hlc(bars), fastk_period=14, slowk_period=3, slowk_matype=0, slowd_period=3, slowd_matype=0)
+    return tuple(aligned(values, bars) for values in outputs)
+
+
+def williams_r(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+    """Williams %R: close against the n-day high, in -100..0."""
+    return aligned(talib.WILLR(*_hlc(bars), timeperiod=n), bars)
+
+
+def cci(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+    """Commodity channel index: typical price's distance from its mean, in mean deviations / 0.015."""
+    return aligned(talib.CCI(*_hlc(bars), timeperiod=n), bars)
+
+
+def momentum(bars: pd.DataFrame, n: int = 10) -> pd.Series:
+    """Close minus the close n days ago."""
+    return aligned(talib.MOM(column(bars, "close"), timeperiod=n), bars)
+
+
+def roc(bars: pd.DataFrame, n: int = 10) -> pd.Series:
+    """Rate of change in percent: (close / close n days ago - 1) * 100."""
+    return aligned(talib.ROC(column(bars, "close"), timeperiod=n), bars)
+
+
+def macd(bars: pd.DataFrame) -> Outputs:
+    """MACD line, signal and histogram (= line - signal, not doubled), 12/26/9."""
+    outputs = talib.MACD(column(bars, "close"), fastperiod=12, slowperiod=26, signalperiod=9)
+    return tuple(aligned(values, bars) for values in outputs)
+
+
+def bbands(bars: pd.DataFrame) -> Outputs:
+    """Bollinger upper, middle, lower: SMA(20) +- 2 population standard deviations."""
+    outputs = talib.BBANDS(column(bars, "close"), timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
+    return tuple(aligned(values, bars) for values in outputs)
+
+
+def sar(bars: pd.DataFrame) -> pd.Series:
+    """Parabolic SAR, acceleration 0.02 up to 0.2."""
+    return aligned(talib.SAR(column(bars, "high"), column(bars, "low"), acceleration=0.02, maximum=0.2), bars)
+
+
+def adx(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+    """Average directional index: trend strength, whatever its direction."""
+    return aligned(talib.ADX(*_hlc(bars), timeperiod=n), bars)
+
+
+def atr(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+    """Average true range, Wilder-smoothed."""
+    return aligned(talib.ATR(*_hlc(bars), timeperiod=n), bars)
+
+
+def obv(bars: pd.DataFrame) -> pd.Series:
+    """On-balance volume: volume added on up days, subtracted on down days, from the first bar."""
+    return aligned(talib.OBV(column(bars, "close"), column(bars, "volume")), bars)
+
+
+def ad_line(bars: pd.DataFrame) -> pd.Series:
+    """Chaikin accumulation/distribution line: volume weighted by close's place in the day's range."""
+    return aligned(talib.AD(*_hlc(bars), column(bars, "volume")), bars)
+
+
+def midprice(bars: pd.DataFrame, n: int) -> pd.Series:
+    """(n-day highest high + n-day lowest low) / 2: Ichimoku's building block."""
+    return aligned(talib.MIDPRICE(column(bars, "high"), column(bars, "low"), timeperiod=n), bars)
+
+
+# --- pandas ---------------------------------------------------------------------------------------
+
+
+def ichimoku_senkou_a(bars: pd.DataFrame, lead: int = 26) -> pd.Series:
+    """Leading span A shown at t: (tenkan + kijun) / 2 as of t - lead, so only past data."""
+    spans = (midprice(bars, 9).to_numpy() + midprice(bars, 26).to_numpy()) / 2
+    return aligned(shifted(spans, lead), bars)
+
+
+def ichimoku_senkou_b(bars: pd.DataFrame, lead: int = 26) -> pd.Series:
+    """Leading span B shown at t: the 52-day midprice as of t - lead."""
+    return aligned(shifted(midprice(bars, 52).to_numpy(), lead), bars)
+
+
+def vwap_tp(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+    """n-day volume-weighted typical price sum(TP * V) / sum(V), TP = (h + l + c) / 3; NaN if no volume."""
+    high, low, close = _hlc(bars)
+    volume = column(bars, "volume")
+    traded = rolling((high + low + close) / 3 * volume, n).sum().to_numpy()
+    return aligned(ratio(traded, rolling(volume, n).sum().to_numpy()), bars)
+
+
+def volatility(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+    """Sample std (ddof=1) of daily simple returns over n days, not annualised."""
+    close = column(bars, "close")
+    returns = ratio(close, shifted(close, 1)) - 1
+    return aligned(rolling(returns, n).std().to_numpy(), bars)
+
+
+def historical_volatility(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+    """Annualised sample std (ddof=1) of daily log returns over n days."""
+    close = column(bars, "close")
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) on a zero close
+        returns = np.log(ratio(close, shifted(close, 1)))
+    return aligned(rolling(returns, n).std().to_numpy() * np.sqrt(TRADING_DAYS), bars)
+
+
+def rsv(bars: pd.DataFrame, n: int = 9) -> pd.Series:
+    """Raw stochastic value (close - LLV(low, n)) / (HHV(high, n) - LLV(low, n)) * 100; NaN on a flat range."""
+    high, low, close = _hlc(bars)
+    lowest = rolling(low, n).min().to_numpy()
+    return aligned(ratio(close - lowest, rolling(high, n).max().to_numpy() - lowest) * 100, bars)
+
+
+def seeded_smooth(x: np.ndarray, seed: float = KDJ_SEED) -> np.ndarray:
+    """y = 2/3 y' + 1/3 x with y' = seed before x's first value (KDJ's SMA(x, 3, 1)).
+
+    Where x is undefined (a flat 9-day range, e.g. a long suspension) y is NaN too, and the recursion
+    skips that day and carries on from the last y. Exact recursion via ewm on [seed, x...] (adjust=False,
+    NaN skipped).
+    """
+    seeded = pd.Series(np.concatenate(([seed], x)))
+    smoothed = seeded.ewm(alpha=1 / 3, adjust=False, ignore_na=True).mean().to_numpy()[1:]
+    return np.where(np.isnan(x), np.nan, smoothed)
+
+
+def kdj(bars: pd.DataFrame, n: int = 9) -> Outputs:
+    """KDJ (K, D, J): K smooths RSV(n), D smooths K, J = 3K - 2D; K and D start from 50, NaN where RSV is."""
+    k = seeded_smooth(rsv(bars, n).to_numpy())
+    d = seeded_smooth(k)
+    return aligned(k, bars), aligned(d, bars), aligned(3 * k - 2 * d, bars)
+
+
+# --- registration, in DESIGN.md's order -------------------------------------------------------------
+
+_S = "talib.STOCH(h, l, c, 14, 3, 0, 3, 0)"
+_M = "talib.MACD(c, 12, 26, 9)"
+_B = "talib.BBANDS(c, 20, 2.0, 2.0, 0)"
+_STOCH = {"fastk": 14, "slowk": 3, "slowd": 3}
+_MACD = {"fast": 12, "slow": 26, "signal": 9}
+_BBANDS = {"timeperiod": 20, "nbdev": 2.0}
+_K = (
+    "RSV = (c - LLV(l, 9)) / (HHV(h, 9) - LLV(l, 9)) * 100; K = 2/3 K' + 1/3 RSV; D = 2/3 D' + 1/3 K; K' = D' = 50;"
+    " NaN on a flat 9-day range, where the recursion skips the day"
+)
+
+# fmt: off
+# name, compute, formula, warm-up rows, history, params
+INDICATORS: list[IndicatorRow] = [
+    ("MA5", partial(sma, n=5), "talib.SMA(c, 5)", 4, "windowed", {"timeperiod": 5}),
+    ("MA10", partial(sma, n=10), "talib.SMA(c, 10)", 9, "windowed", {"timeperiod": 10}),
+    ("MA20", partial(sma, n=20), "talib.SMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
+    ("MA60", partial(sma, n=60), "talib.SMA(c, 60)", 59, "windowed", {"timeperiod": 60}),
+    ("SMA", partial(sma, n=20), "talib.SMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
+    ("EMA", ema, "talib.EMA(c, 20)", 19, "recursive", {"timeperiod": 20}),
+    ("WMA", wma, "talib.WMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
+    ("RSI14", rsi, "talib.RSI(c, 14)", 14, "recursive", {"timeperiod": 14}),
+    ("STOCH_K", Output(stoch, 0), f"slowk of {_S}", 17, "windowed", _STOCH),
+    ("STOCH_D", Output(stoch, 1), f"slowd of {_S}", 17, "windowed", _STOCH),
+    ("WILLIAMS_R", williams_r, "talib.WILLR(h, l, c, 14)", 13, "windowed", {"timeperiod": 14}),
+    ("CCI", cci, "talib.CCI(h, l, c, 20)", 19, "windowed", {"timeperiod": 20}),
+    ("MOMENTUM", momentum, "talib.MOM(c, 10) = c - c[t-10]", 10, "windowed", {"timeperiod": 10}),
+    ("ROC", roc, "talib.ROC(c, 10) = (c / c[t-10] - 1) * 100", 10, "windowed", {"timeperiod": 10}),
+    ("MACD", Output(macd, 0), f"macd of {_M}", 33, "recursive", _MACD),
+    ("MACD_SIGNAL", Output(macd, 1), f"signal of {_M}", 33, "recursive", _MACD),
+    ("MACD_HIST", Output(macd, 2), f"macd - signal of {_M}", 33, "recursive", _MACD),
+    ("BOLLINGER_UPPER", Output(bbands, 0), f"upper of {_B}", 19, "windowed", _BBANDS),
+    ("BOLLINGER_MIDDLE", Output(bbands, 1), f"middle of {_B}", 19, "windowed", _BBANDS),
+    ("BOLLINGER_LOWER", Output(bbands, 2), f"lower of {_B}", 19, "windowed", _BBANDS),
+    ("SAR", sar, "talib.SAR(h, l, 0.02, 0.2)", 1, "recursive", {"acceleration": 0.02, "maximum": 0.2}),
+    ("ADX", adx, "talib.ADX(h, l, c, 14)", 27, "recursive", {"timeperiod": 14}),
+    ("ICHIMOKU_TENKAN", partial(midprice, n=9), "talib.MIDPRICE(h, l, 9) = (HHV(h, 9) + LLV(l, 9)) / 2", 8, "windowed",
+     {"timeperiod": 9}),
+    ("ICHIMOKU_KIJUN", partial(midprice, n=26), "talib.MIDPRICE(h, l, 26) = (HHV(h, 26) + LLV(l, 26)) / 2", 25,
+     "windowed", {"timeperiod": 26}),
+    ("ICHIMOKU_SENKOU_A", ichimoku_senkou_a, "((MIDPRICE(h, l, 9) + MIDPRICE(h, l, 26)) / 2).shift(26)", 51,
+     "windowed", {"tenkan": 9, "kijun": 26, "lead": 26}),
+    ("ICHIMOKU_SENKOU_B", ichimoku_senkou_b, "MIDPRICE(h, l, 52).shift(26)", 77, "windowed",
+     {"window": 52, "lead": 26}),
+    ("VWAP_20", vwap_tp, "sum(TP * v, 20) / sum(v, 20), TP = (h + l + c) / 3; NaN if sum(v, 20) = 0", 19, "windowed",
+     {"window": 20}),
+    ("OBV", obv, "talib.OBV(c, v)", 0, "cumulative", {}),
+    ("AD_LINE", ad_line, "talib.AD(h, l, c, v)", 0, "cumulative", {}),
+    ("VOLUME_RSI", volume_rsi, "talib.RSI(v, 14)", 14, "recursive", {"timeperiod": 14}),
+    ("ATR14", atr, "talib.ATR(h, l, c, 14)", 14, "recursive", {"timeperiod": 14}),
+    ("VOLATILITY", volatility, "std(c / c[t-1] - 1, 20, ddof=1)", 20, "windowed", {"window": 20, "ddof": 1}),
+    ("HISTORICAL_VOLATILITY", historical_volatility, "std(ln(c / c[t-1]), 20, ddof=1) * sqrt(252)", 20, "windowed",
+     {"window": 20, "ddof": 1, "annualisation": TRADING_DAYS}),
+    ("KDJ_K", Output(kdj, 0), f"K of KDJ(9, 3, 3): {_K}", 8, "recursive", {"rsv": 9, "seed": KDJ_SEED}),
+    ("KDJ_D", Output(kdj, 1), f"D of KDJ(9, 3, 3): {_K}", 8, "recursive", {"rsv": 9, "seed": KDJ_SEED}),
+    ("KDJ_J", Output(kdj, 2), "J = 3K - 2D of KDJ(9, 3, 3), K and D as KDJ_K / KDJ_D", 8, "recursive",
+     {"rsv": 9, "seed": KDJ_SEED}),
+]
+# fmt: on
+
+register_rows(FAMILY, INDICATORS, ADDED)

@@ -1,0 +1,70 @@
+"""Input bars per stock, cleaned and placed on the store's trading calendar.
+
+This is what every family computes from, in the precompute and in the consumers' fallback alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from precompute_assets.input.parquet import InputError, StockInput, read_dates, read_stock
+from precompute_assets.store.stock_commit import align_to_calendar
+
+
+@dataclass
+class CalendarScan:
+    """The union of input dates, and the files that contributed none."""
+
+    dates: pd.DatetimeIndex
+    errors: list[InputError] = field(default_factory=list)
+
+
+@dataclass
+class BucketBars:
+    """Calendar-aligned bars of the readable stocks of one bucket, and why the others were skipped."""
+
+    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
+    inputs: dict[str, StockInput] = field(default_factory=dict)
+    errors: list[InputError] = field(default_factory=list)
+
+
+def scan_calendar(files: Mapping[str, Path]) -> CalendarScan:
+    """The union of every readable file's dates (as arrays: a set of Timestamps cost 30 s at 5,000 stocks)."""
+    dates: list[np.ndarray] = []
+    errors: list[InputError] = []
+    for code, path in sorted(files.items()):
+        try:
+            dates.append(read_dates(path, code).to_numpy("datetime64[ns]"))
+        except InputError as exc:
+            errors.append(exc)
+    union = np.unique(np.concatenate(dates)) if dates else np.array([], "datetime64[ns]")
+    return CalendarScan(pd.DatetimeIndex(union, name="date"), errors)
+
+
+def load_bars(
+    files: Mapping[str, Path],
+    codes: Iterable[str],
+    calendar: pd.DatetimeIndex,
+    read: Callable[[Path, str], StockInput] = read_stock,
+) -> BucketBars:
+    """Read (with `read`), clean and align each stock; a bad file is skipped with its `InputError`."""
+    out = BucketBars()
+    for code in codes:
+        path = files[code]
+        try:
+            stock = read(path, code)
+            _, aligned = align_to_calendar(stock.bars, calendar)
+        except InputError as exc:
+            out.errors.append(exc)
+            continue
+        except ValueError as exc:
+            out.errors.append(InputError(path, code, "calendar", str(exc)))
+            continue
+        out.bars[code] = aligned
+        out.inputs[code] = stock
+    return out
