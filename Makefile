@@ -23,6 +23,7 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m precompute_assets.cli.make_run
 
 test: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
@@ -33,6 +34,7 @@ sample: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: install
 	$(PY) bench/full_market.py

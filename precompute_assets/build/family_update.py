@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.indicators.catalog import load_registry
+from precompute_assets.indicators.compute import compute_family
 from precompute_assets.indicators.families.base import FamilyResult, compute_per_stock, last_finite, valid_rows
 from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import Indicator
@@ -49,8 +50,6 @@ def compute_family_update(
     An updated stock's frame spans its whole bars when it has stale columns of this family, else only
     the new days; columns neither stale nor new are NaN where they were not computed.
     """
-    from precompute_assets.indicators.compute import compute_family
-
     registry = load_registry()
     indicators = registry.all(family)
     result = FamilyResult()
@@ -82,8 +81,6 @@ def _compute_tails(
     appended: Mapping[str, StockUpdate],
     indicators: Sequence[Indicator],
 ) -> FamilyResult:
-    from precompute_assets.indicators.compute import compute_family
-
     need = max(history_need(i) for i in indicators)
     tails = {c: bars_by_code[c].iloc[tail_start(bars_by_code[c], u.new_from, need) :] for c, u in appended.items()}
     plain = [i for i in indicators if i.history != "cumulative"]
@@ -103,7 +100,8 @@ def _compute_tails(
                     values = np.full_like(values, np.nan)  # no stored state to continue from
                 else:
                     values = carry + (values - reference)
-                    state[name] = last_finite(values) or carry
+                    last = last_finite(values)
+                    state[name] = carry if last is None else last
                 frame[name] = values
             result.state[code] = state
             existing = result.frames.get(code)

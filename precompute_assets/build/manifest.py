@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from precompute_assets.indicators.registry import FAMILIES, Registry
 from precompute_assets.store.atomic import write_json_atomic, write_text_atomic
-from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.layout import StoreLayout, instrument_line
 from precompute_assets.store.manifest import read_json, stock_metas
 
 
@@ -21,7 +21,7 @@ def write_manifest(layout: StoreLayout, registry: Registry, input_codes: Iterabl
     input_codes = set(input_codes)
     write_text_atomic(
         layout.instruments_path,
-        "".join(f"{code}\t{m['first_date']}\t{m['last_date']}\n" for code, m in sorted(metas.items())),
+        "".join(instrument_line(code, m["first_date"], m["last_date"]) for code, m in sorted(metas.items())),
     )
     previous = read_json(layout.data_version_path)
     now = dt.datetime.now().isoformat(timespec="seconds")

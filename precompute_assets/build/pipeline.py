@@ -32,8 +32,13 @@ from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.input.bars import BucketBars, load_bars, scan_calendar
 from precompute_assets.input.parquet import file_fingerprint, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
-from precompute_assets.store.base_fields import BASE_FIELDS
-from precompute_assets.store.calendar import publish_calendar, read_working_calendar, write_working_calendar
+from precompute_assets.store.base_fields import ALL_BASE_FIELDS
+from precompute_assets.store.calendar import (
+    calendar_fingerprint,
+    publish_calendar,
+    read_working_calendar,
+    write_working_calendar,
+)
 from precompute_assets.store.disk_space import ensure_free_space, stock_write_bytes
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.lock import bucket_lock
@@ -84,7 +89,7 @@ def build_calendar(settings: Settings) -> StepReport:
     inserted = int((dates[: len(stored)] != stored).any()) if len(stored) else 0
     write_working_calendar(layout, dates)
     errors = [str(e) for e in folder.errors + scan.errors]
-    report = StepReport(errors=errors, data_version=_digest("".join(f"{d:%Y%m%d}" for d in dates)))
+    report = StepReport(errors=errors, data_version=calendar_fingerprint(dates))
     report.metadata = {
         "trading_days": len(dates),
         "first_date": f"{dates[0]:%Y-%m-%d}" if len(dates) else None,
@@ -225,7 +230,7 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
     errors = list(notes.get("errors", []))
     for family in families:
         errors.extend(family_notes[family].get("errors", []))
-    columns = len(registry.all()) + len(BASE_FIELDS) + 1
+    columns = len(registry.all()) + len(ALL_BASE_FIELDS)
     need = sum(stock_write_bytes(len(b), columns) for c, b in bars.items() if plans[c].mode != "skip")
     ensure_free_space(layout.root, need, f"write bucket {bucket}")
     version = input_version(notes.get("fingerprints", {}))
@@ -318,10 +323,6 @@ def _plans(work: Path) -> dict[str, StockPlan]:
 
 def _rules(quality: dict[str, dict[str, int]]) -> list[str]:
     return sorted({rule for q in quality.values() for rule in q})
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _frames_digest(frames: dict[str, pd.DataFrame]) -> str:

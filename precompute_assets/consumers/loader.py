@@ -19,10 +19,10 @@ from precompute_assets.consumers.fallback import Computed, compute_fields
 from precompute_assets.consumers.freshness import Freshness, check_freshness
 from precompute_assets.consumers.input_state import InputState, input_calendar, input_state
 from precompute_assets.indicators.catalog import load_registry
-from precompute_assets.indicators.registry import BASE_FIELDS
 from precompute_assets.input.codes import canonical_code
 from precompute_assets.input.parquet import read_dates
 from precompute_assets.settings import Settings
+from precompute_assets.store.base_fields import ALL_BASE_FIELDS
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
 from precompute_assets.store.stock_commit import read_stock_meta
@@ -115,7 +115,7 @@ def resolve_columns(indicators: Sequence[str] | None) -> dict[str, str]:
     columns = {name: name for name in PRICE_COLUMNS}
     taken = set(columns.values())
     for name in names:
-        store_field = name.lower() if name.lower() in BASE_FIELDS else registry.get(name).field
+        store_field = name.lower() if name.lower() in ALL_BASE_FIELDS else registry.get(name).field
         if store_field not in taken:
             columns[name] = store_field
             taken.add(store_field)

@@ -15,9 +15,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import pandas as pd
 
-from precompute_assets.store.bin_file import write_bin
-from precompute_assets.store.calendar import write_calendar
-from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.staging import StagingDir
 
 
 @contextmanager
@@ -26,17 +24,10 @@ def staged_qlib_dir(
 ) -> Iterator[Path]:
     """A Qlib data directory with `fields` of every frame (keyed by Qlib code), removed afterwards."""
     with TemporaryDirectory(prefix="qlib_staging_") as tmp:
-        layout = StoreLayout(Path(tmp))
-        write_calendar(layout, calendar)
-        lines = []
+        staging = StagingDir(Path(tmp), calendar)
         for code, frame in frames.items():
-            if frame.empty:
-                continue
-            layout.stock_dir(code).mkdir(parents=True, exist_ok=True)
-            first = int(calendar.get_loc(frame.index[0]))
-            for name in fields:
-                write_bin(layout.bin_path(code, name), first, frame[name].to_numpy(np.float32))
-            lines.append(f"{code}\t{frame.index[0]:%Y-%m-%d}\t{frame.index[-1]:%Y-%m-%d}\n")
-        layout.instruments_path.parent.mkdir(parents=True, exist_ok=True)
-        layout.instruments_path.write_text("".join(lines))
-        yield layout.root
+            if not frame.empty:
+                first = int(calendar.get_loc(frame.index[0]))
+                staging.add(code, first, {name: frame[name].to_numpy(np.float32) for name in fields})
+        staging.write_instruments()
+        yield staging.root

@@ -18,8 +18,9 @@ from typing import Literal
 
 import pandas as pd
 
+from precompute_assets.store.base_fields import ALL_BASE_FIELDS
+
 FAMILIES = ("qlib_stats", "alpha158", "technical", "fundamental")
-BASE_FIELDS = ("open", "high", "low", "close", "volume", "factor", "vwap", "amount")
 
 History = Literal["point", "windowed", "recursive", "cumulative"]
 """How much past a value needs: none, a fixed window, a decaying recursion (EMA), or all of it (OBV)."""
@@ -74,7 +75,7 @@ class Registry:
             raise RegistryError(f"indicator {indicator.name!r}: unknown family {indicator.family!r}; one of {FAMILIES}")
         if (indicator.compute is None) == (indicator.expression is None):
             raise RegistryError(f"indicator {indicator.name!r}: give exactly one of compute= or expression=")
-        if indicator.field in BASE_FIELDS:
+        if indicator.field in ALL_BASE_FIELDS:
             raise RegistryError(f"indicator {indicator.name!r}: {indicator.field!r} is a base field of the store")
         existing = self._by_field.get(indicator.field)
         if existing is not None and not replace:

@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 
 BASE_FIELDS = ("open", "high", "low", "close", "volume", "factor", "vwap")
+"""The fields every stored stock has."""
+ALL_BASE_FIELDS = (*BASE_FIELDS, "amount")
+"""Every base field a stock may have: `amount` too, where its input gives one."""
 
 
 def base_fields(bars: pd.DataFrame) -> dict[str, np.ndarray]:

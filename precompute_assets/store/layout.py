@@ -7,6 +7,7 @@ from pathlib import Path
 
 FREQ = "day"
 BIN_SUFFIX = f".{FREQ}.bin"  # a field's file: `<field>.day.bin`
+META_FILE = "_stock.json"  # a stock's record: span, files with sizes and checksums, indicator fingerprints
 
 
 @dataclass(frozen=True)
@@ -58,4 +59,9 @@ class StoreLayout:
         return self.stock_dir(code) / f"{field.lower()}{BIN_SUFFIX}"
 
     def stock_meta_path(self, code: str) -> Path:
-        return self.stock_dir(code) / "_stock.json"
+        return self.stock_dir(code) / META_FILE
+
+
+def instrument_line(code: str, first_date: str, last_date: str) -> str:
+    """One line of `instruments/all.txt`: code, first and last date (`YYYY-MM-DD`), tab-separated."""
+    return f"{code}\t{first_date}\t{last_date}\n"

@@ -22,9 +22,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.store.bin_file import encode
-from precompute_assets.store.layout import BIN_SUFFIX, StoreLayout
-
-META_FILE = "_stock.json"
+from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
 
 
 def align_to_calendar(frame: pd.DataFrame, calendar: pd.DatetimeIndex) -> tuple[int, pd.DataFrame]:

@@ -20,20 +20,19 @@ import pandas as pd
 
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_calendar, read_working_calendar
-from precompute_assets.store.layout import BIN_SUFFIX, StoreLayout
+from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
 from precompute_assets.store.stock_commit import bin_entries, read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope
 from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
 from precompute_assets.validation.result import ValidationResult
 
-META = "_stock.json"
 PUBLISHED, WORKING = "calendars/day.txt", "working calendar"
 PROBLEMS = {
-    "meta_ok": f"{META} missing or unreadable",
-    "listed": f"bin file not recorded in {META}",
-    "exists": f"file recorded in {META} is missing",
-    "size_ok": f"size differs from {META} (truncated or extended)",
-    "crc_ok": f"checksum differs from {META} (overwritten)",
+    "meta_ok": f"{META_FILE} missing or unreadable",
+    "listed": f"bin file not recorded in {META_FILE}",
+    "exists": f"file recorded in {META_FILE} is missing",
+    "size_ok": f"size differs from {META_FILE} (truncated or extended)",
+    "crc_ok": f"checksum differs from {META_FILE} (overwritten)",
     "first_ok": "calendar mismatch: the first row is not on the recorded first date",
     "last_ok": "calendar mismatch: the last row is not on the recorded last date",
 }
@@ -85,7 +84,7 @@ def inspect_stock(
     """Everything checkable about one stored stock; `verify_crc=False` only stats the files (cheap)."""
     meta = read_stock_meta(layout, code)
     if meta is None or not isinstance(meta.get("files"), dict):
-        return [Finding(code, META, ("meta_ok",))]
+        return [Finding(code, META_FILE, ("meta_ok",))]
     try:
         entries = bin_entries(layout, code)
     except (FileNotFoundError, NotADirectoryError):

@@ -21,9 +21,8 @@ from qlib.data.data import LocalCalendarProvider
 from precompute_assets.indicators.expressions.qlib_segments import SEGMENTS, segment_aware_ops
 from precompute_assets.indicators.families.base import ComputeError, FamilyResult
 from precompute_assets.store.base_fields import BASE_FIELDS, base_fields
-from precompute_assets.store.bin_file import write_bin
-from precompute_assets.store.calendar import write_calendar
 from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.staging import StagingDir
 
 
 def qlib_kernels() -> int:
@@ -200,7 +199,6 @@ class _StagingStore:
 
     def __init__(self, root: Path, bars_by_code: Mapping[str, pd.DataFrame], pad: int) -> None:
         self.spans: dict[str, tuple[int, int]] = {}
-        self.layout = StoreLayout(root)
         fields: dict[str, list[np.ndarray]] = {}
         offset = 0
         self._per_stock: dict[str, tuple[int, dict[str, np.ndarray]]] = {}
@@ -208,26 +206,20 @@ class _StagingStore:
             values = base_fields(bars)
             offset += pad
             self.spans[code] = (offset, offset + len(bars))
-            self._per_stock[code] = (offset, values)
+            self._per_stock[code] = (offset, {name: values[name] for name in BASE_FIELDS})
             for name in BASE_FIELDS:
                 fields.setdefault(name, []).extend([np.full(pad, np.nan, np.float32), values[name]])
             offset += len(bars)
         self.calendar = pd.date_range(FAKE_START, periods=offset, freq="D")
-        write_calendar(self.layout, self.calendar)
-        self._lines = [self._write(BATCH, 0, {n: np.concatenate(v) for n, v in fields.items()})]
-        self._write_instruments()
+        self._dir = StagingDir(root, self.calendar)
+        self._dir.add(BATCH, 0, {n: np.concatenate(v) for n, v in fields.items()})
+        self._dir.write_instruments()
+
+    @property
+    def layout(self) -> StoreLayout:
+        return self._dir.layout
 
     def add_stocks(self) -> None:
-        self._lines += [self._write(code, start, values) for code, (start, values) in self._per_stock.items()]
-        self._write_instruments()
-
-    def _write_instruments(self) -> None:
-        self.layout.instruments_path.parent.mkdir(parents=True, exist_ok=True)
-        self.layout.instruments_path.write_text("".join(self._lines))
-
-    def _write(self, code: str, start: int, values: Mapping[str, np.ndarray]) -> str:
-        self.layout.stock_dir(code).mkdir(parents=True, exist_ok=True)
-        for name in BASE_FIELDS:
-            write_bin(self.layout.bin_path(code, name), start, values[name])
-        end = start + len(values["close"]) - 1
-        return f"{code}\t{self.calendar[start]:%Y-%m-%d}\t{self.calendar[end]:%Y-%m-%d}\n"
+        for code, (start, values) in self._per_stock.items():
+            self._dir.add(code, start, values)
+        self._dir.write_instruments()
