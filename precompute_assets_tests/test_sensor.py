@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
+import time
 
 import pandas as pd
+import pyarrow.parquet as pq
 from conftest import CSI300, build_store, copy_inputs
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
+from pyarrow.parquet import ParquetFile, read_table
 
 from precompute_assets.build.buckets import bucket_keys, bucket_of
 from precompute_assets.build.freshness import store_status
@@ -152,3 +157,53 @@ def test_sensor_leaves_alone_the_buckets_of_an_unfinished_range_run(tmp_path):
     instance.report_run_canceled(range_run)
     (request,) = tick(instance, resources, None).run_requests
     assert request.partition_key == bucket
+
+
+class InputReads:
+    """Every open of a file in one folder, seen through Python's audit events (`open`, `os.open`)."""
+
+    def __init__(self) -> None:
+        self.folder: str | None = None
+        self.paths: list[str] = []
+        sys.addaudithook(self._hook)
+
+    def _hook(self, event: str, args: tuple) -> None:
+        if event == "open" and self.folder and isinstance(args[0], str | os.PathLike):
+            path = os.fspath(args[0])
+            if path.startswith(self.folder) and path.endswith(".parquet"):
+                self.paths.append(path)
+
+    def watch(self, folder) -> list[str]:
+        self.folder, self.paths = str(folder), []
+        return self.paths
+
+
+INPUT_READS = InputReads()
+
+
+def test_a_tick_with_nothing_changed_reads_no_input_file(tmp_path, monkeypatch):
+    parquet = copy_inputs(CODES, tmp_path / "parquet")
+    settings = build_store(parquet, tmp_path / "qlib_data")
+    resources = {
+        "precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(settings.qlib_data_path))
+    }
+    parquet_reads = []
+    monkeypatch.setattr(pq, "ParquetFile", lambda *a, **k: parquet_reads.append(a) or ParquetFile(*a, **k))
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: parquet_reads.append(a) or read_table(*a, **k))
+    instance = DagsterInstance.ephemeral()
+    first = tick(instance, resources, None)
+
+    reads = INPUT_READS.watch(parquet)
+    second = tick(instance, resources, first.cursor)
+    assert second.run_requests == []
+    assert reads == [] and parquet_reads == []
+
+    changed = parquet / "SZ000792.parquet"
+    frame = pd.read_parquet(changed)
+    frame.iloc[:-1].to_parquet(changed)  # one file changes: it alone is read, once per tick
+    written = time.time() - 10  # not written in the last moments (parquet.RACY_NS: such a file is hashed each time)
+    os.utime(changed, (written, written))
+    reads = INPUT_READS.watch(parquet)
+    (request,) = tick(instance, resources, second.cursor).run_requests
+    assert request.partition_key == bucket_of("SZ000792", 4)
+    assert reads == [str(changed)]

@@ -15,6 +15,8 @@ Rules (each counted in `StockInput.quality`, none of them stops a run):
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -80,13 +82,32 @@ def scan_folder(folder: Path) -> InputFolder:
     return InputFolder(files=files, errors=errors)
 
 
+RACY_NS = 2_000_000_000
+"""A file modified this close before it was hashed may change again within one timestamp tick
+(file times are coarse), so its stat cannot vouch for its content: it is hashed again next time."""
+_hashed: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
 def file_fingerprint(path: Path) -> str:
-    """Content hash of one input file: a touched but unchanged file keeps its fingerprint."""
+    """Content hash of one input file: a touched but unchanged file keeps its fingerprint.
+
+    A file whose size, modification and change times and inode are those it had when this process
+    last hashed it costs a `stat`: the sensor and every step ask for the fingerprints of every file.
+    """
+    key = str(path)
+    stat = os.stat(key)
+    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    known = _hashed.get(key)
+    if known is not None and known[0] == signature:
+        return known[1]
     digest = hashlib.sha1()
-    with open(path, "rb") as handle:
+    with open(key, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    fingerprint = digest.hexdigest()
+    if time.time_ns() - stat.st_mtime_ns > RACY_NS:
+        _hashed[key] = (signature, fingerprint)
+    return fingerprint
 
 
 def read_dates(path: Path, code: str) -> pd.DatetimeIndex:

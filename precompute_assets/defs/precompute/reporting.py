@@ -21,7 +21,7 @@ def materialize_buckets(context: AssetExecutionContext, step: Callable[[str], St
         for error in report.errors:
             context.log.error(f"{bucket}: {error}")
         context.log.info(f"{bucket}: {report.metadata}")
-    merged = _merge(reports)
+    merged = merge_reports(reports)
     # ru_maxrss is in KiB on Linux: the step's process at its largest, for sizing workers
     merged.metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return to_result(merged)
@@ -33,7 +33,14 @@ def to_result(report: StepReport) -> MaterializeResult:
     return MaterializeResult(metadata=metadata, data_version=DataVersion(report.data_version))
 
 
-def _merge(reports: dict[str, StepReport]) -> StepReport:
+SPANS = {"first_date": min, "last_date": max}
+"""Date metadata of a range: the earliest first date and the latest last date of its buckets."""
+WIDTHS = {"columns"}
+"""Metadata that is the same kind of count in every bucket: the range reports the widest, not a sum."""
+
+
+def merge_reports(reports: dict[str, StepReport]) -> StepReport:
+    """One report for the buckets of a range run: counts add up, rates and widths take the largest."""
     if len(reports) == 1:
         return next(iter(reports.values()))
     merged = StepReport(data_version="+".join(r.data_version for r in reports.values()))
@@ -42,9 +49,12 @@ def _merge(reports: dict[str, StepReport]) -> StepReport:
         for key, value in report.metadata.items():
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if key in SPANS:
+                known = merged.metadata.get(key)
+                merged.metadata[key] = value if known is None else SPANS[key](known, value)
+            elif isinstance(value, bool) or not isinstance(value, int | float):
                 merged.metadata.setdefault(key, value)
-            elif "share" in key or key.endswith("per_second"):  # rates: the worst bucket, not a sum
+            elif "share" in key or key.endswith("per_second") or key in WIDTHS:  # the worst bucket, not a sum
                 merged.metadata[key] = max(merged.metadata.get(key, value), value)
             else:
                 merged.metadata[key] = merged.metadata.get(key, 0) + value
