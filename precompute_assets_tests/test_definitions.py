@@ -62,6 +62,32 @@ def test_the_asset_graph_is_the_pinned_one():
         assert (node.partitions_def is not None) == (name in PARTITIONED), name
 
 
+CHECKS = {"qlib_store": ["completeness", "consistency", "integrity", "quality"], "store_summary": ["store_is_current"]}
+JOBS = {
+    "calendar_job",
+    "manifest_job",
+    "precompute_bucket_job",
+    "precompute_update_job",
+    "store_backup_job",
+    "store_cleanup_job",
+    "store_restore_job",
+}
+SENSORS = {"parquet_input_sensor": "precompute_update_job"}
+SCHEDULES = {"daily_update_schedule": "precompute_update_job", "store_cleanup": "store_cleanup_job"}
+
+
+def test_checks_jobs_sensors_and_schedules_are_the_pinned_ones():
+    graph = defs.resolve_asset_graph()
+    checks: dict[str, list[str]] = {}
+    for key in graph.asset_check_keys:
+        checks.setdefault(key.asset_key.to_user_string(), []).append(key.name)
+    assert {asset: sorted(names) for asset, names in checks.items()} == CHECKS
+    repository = defs.get_repository_def()
+    assert JOBS <= {job.name for job in repository.get_all_jobs()}
+    assert {s.name: s.job_name for s in repository.sensor_defs} == SENSORS
+    assert {s.name: s.job_name for s in repository.schedule_defs} == SCHEDULES
+
+
 def test_family_code_versions_follow_the_registry():
     graph = defs.resolve_asset_graph()
     from precompute_assets.indicators.catalog import family_code_version

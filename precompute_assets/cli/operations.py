@@ -1,4 +1,4 @@
-"""`python -m precompute_assets.operations {backup,restore,list,cleanup}` on the store of QLIB_DATA_PATH."""
+"""`python -m precompute_assets.cli.operations {backup,restore,list,cleanup}` on the store of QLIB_DATA_PATH."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from precompute_assets.store.errors import OperationError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m precompute_assets.operations", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m precompute_assets.cli.operations", description=__doc__)
     parser.add_argument("--backup-path", type=Path, help="backup folder (default: PRECOMPUTE_BACKUP_PATH)")
     commands = parser.add_subparsers(dest="command", required=True)
     backup = commands.add_parser("backup", help="copy the store into a new backup, then keep the newest N")

@@ -45,7 +45,7 @@ class BackupConfig(Config):
 
 
 class RestoreConfig(Config):
-    """A backup name from `python -m precompute_assets.operations list`, `latest`, or a path."""
+    """A backup name from `python -m precompute_assets.cli.operations list`, `latest`, or a path."""
 
     backup: str = "latest"
 

@@ -33,7 +33,7 @@ def ensure_free_space(path: Path, need_bytes: int, purpose: str) -> None:
         raise InsufficientDiskSpace(
             f"not enough disk space to {purpose}: it needs about {human_size(need)} at {path}, but only "
             f"{human_size(free)} is free there. Nothing was written. Free some space (`python -m "
-            "precompute_assets.operations cleanup` removes old stock versions, backups and intermediates) "
+            "precompute_assets.cli.operations cleanup` removes old stock versions, backups and intermediates) "
             "and run it again."
         )
 
