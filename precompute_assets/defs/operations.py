@@ -24,6 +24,8 @@ from dagster import (
     job,
     op,
 )
+
+# Dagster 1.13 exports no public names for a check record's status or a partition filter of check history
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 

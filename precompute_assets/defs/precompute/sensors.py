@@ -14,7 +14,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.definitions.data_version import DATA_VERSION_TAG  # no public name for an observation's version tag
 
 from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.build.freshness import StaleBucket, stale_buckets
