@@ -256,7 +256,10 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
             return outcome, time.perf_counter() - stock_started
 
         # Threads, because creating a file costs a disk round trip that several writers overlap (each
-        # stock has its own folder); the outcomes are reported here, in the bucket's order.
+        # stock has its own folder); the outcomes are reported here, in the bucket's order. pandas builds
+        # an index's lookup table on first use, and two threads building it at once can miss a date.
+        if len(calendar):
+            calendar.get_loc(calendar[0])
         with ThreadPoolExecutor(WRITER_THREADS) as pool:
             for code, (outcome, seconds) in zip(bars, pool.map(write_one, bars), strict=True):
                 if isinstance(outcome, Exception):
