@@ -33,7 +33,7 @@ def stale_buckets(settings: Settings) -> dict[str, StaleBucket]:
 
     Stored files are only inspected in buckets that would otherwise be skipped: a bucket that runs
     anyway checks each stock's files itself (`update_plan.plan_stock`), and on a daily update every
-    bucket runs, so listing every stock's folder here would cost half a minute for nothing.
+    bucket runs, so listing every stock's folder here would only repeat that work.
     """
     layout = StoreLayout(settings.qlib_data_path)
     calendar = read_working_calendar(layout)

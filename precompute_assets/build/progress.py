@@ -17,7 +17,7 @@ class Progress:
     """Counts stocks through a step; reports done/total, elapsed and time left at most every `every` s.
 
     Per-stock lines given to `advance` go out with the next report, one log message for many lines:
-    each message is a Dagster event (about 3 ms to store), and a build has five lines per stock.
+    each message is a Dagster event stored in the instance, and a build has five lines per stock.
     """
 
     def __init__(self, step: str, total: int, log: Log, every: float = 3.0) -> None:

@@ -1,7 +1,7 @@
 """Qlib's `TopkDropoutStrategy` daily backtest, replayed on numpy arrays instead of Qlib's objects.
 
-Qlib's loop (strategy, `SimulatorExecutor`, `Exchange`, `Account`) costs ~8 ms a day for 300 stocks in
-per-call lookups and copies, 20 s for ten years, which buried the store's gain. This replays the same
+Qlib's loop (strategy, `SimulatorExecutor`, `Exchange`, `Account`) spends its time in per-call lookups
+and copies, far more than reading the store costs, which buries the store's gain. This replays the same
 rules with Qlib's own arithmetic (the tests compare it with Qlib's backtest on real data), with
 Qlib 0.9.7's defaults: `method_sell="bottom"`, `method_buy="top"`, `hold_thresh=1`,
 `only_tradable=False`, `forbid_all_trade_at_limit=True`, `risk_degree=0.95`, serial orders, no volume

@@ -34,7 +34,7 @@ class BucketBars:
 
 
 def scan_calendar(files: Mapping[str, Path]) -> CalendarScan:
-    """The union of every readable file's dates (as arrays: a set of Timestamps cost 30 s at 5,000 stocks)."""
+    """The union of every readable file's dates, on datetime64 arrays (Timestamp objects per date are slow)."""
     dates: list[np.ndarray] = []
     errors: list[InputError] = []
     for code, path in sorted(files.items()):
