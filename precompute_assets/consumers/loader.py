@@ -23,7 +23,7 @@ from precompute_assets.parquet_input import read_dates
 from precompute_assets.registry import BASE_FIELDS, load_registry
 from precompute_assets.settings import Settings
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.reader import StoreReader
+from precompute_assets.store.reader import StoreReader, cached_reader
 from precompute_assets.store.stock_commit import read_stock_meta
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 READ_THREADS = 2
 """Stocks read at once: a read is mostly file syscalls, which release the GIL (measured: two threads
 read 300 stocks x 256 columns in 1.9 s against 2.7 s serially; more threads were slower)."""
-_readers: dict[tuple[str, int, int], StoreReader] = {}
 
 Date = str | pd.Timestamp | None
 
@@ -162,15 +161,7 @@ def _load(
 
 
 def _reader(layout: StoreLayout) -> StoreReader | None:
-    """The store's reader (its calendar parsed once per calendar file version), None without a store."""
-    try:
-        stat = layout.calendar_path.stat()
-    except FileNotFoundError:
-        return None
-    key = (str(layout.root), stat.st_mtime_ns, stat.st_size)
-    if key not in _readers:
-        _readers[key] = StoreReader(layout)
-    return _readers[key]
+    return cached_reader(layout)
 
 
 def _plan(
