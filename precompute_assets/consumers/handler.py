@@ -71,7 +71,7 @@ class StoreDataLoader(QlibDataLoader):
         reader = cached_reader(StoreLayout(settings.qlib_data_path))
         if reader is None:
             raise FileNotFoundError(f"no store at {settings.qlib_data_path} (no calendars/day.txt)")
-        codes, spans = _instruments(instruments or "all", start_time, end_time)
+        codes, spans = _instruments("all" if instruments is None else instruments, start_time, end_time)
         fields = [_store_field(name) for name in self.columns]
         native_label = self.label == (list(ALPHA158_LABEL[0]), list(ALPHA158_LABEL[1]))
         panel = read_panel(
