@@ -4,9 +4,9 @@
 
 Without `--store`, it builds a store of the first `--stocks` csi300_daily stocks (full history) in a
 temporary folder. Then, in one run, it prints:
-- loading every registered column of those stocks: from the store, computed on the fly
-  (`use_precomputed=False`: the precompute's own family code), and read from one wide Parquet file per
-  stock holding the same values;
+- loading every registered column of those stocks: from the store, read from one wide Parquet file
+  of all stocks and from one wide Parquet file per stock holding the same values, and computed on the
+  fly (`use_precomputed=False`: the precompute's own family code);
 - one stock's load, the same three ways;
 - each backtest over the last `--years` with the store and without it.
 Each time is the best of a few runs; ratios are against the store. No assertions: it reports.
@@ -74,19 +74,26 @@ def row(label: str, seconds: float, base: float) -> None:
     print(f"  {label:<44} {seconds * 1000:>10.1f} ms   {seconds / base:>8.1f}x the store")
 
 
-def bench_loader(settings: Settings, codes: list[str], wide: Path) -> None:
+def bench_loader(settings: Settings, codes: list[str], wide: Path, computing: bool = True) -> None:
     frames = load_multiple_stocks_with_indicators(codes, settings=settings)
     for code, frame in frames.items():
         frame.to_parquet(wide / f"{code}.parquet")
     columns = len(next(iter(frames.values())).columns)
     rows = sum(len(f) for f in frames.values())
     print(f"\nloader: {len(codes)} stocks x {columns} columns, {rows} rows")
+    pd.concat(frames, names=["instrument", "date"]).to_parquet(wide / "all.parquet")
+    del frames
     store = best_of(3, lambda: load_multiple_stocks_with_indicators(codes, settings=settings))
-    computed = best_of(1, lambda: load_multiple_stocks_with_indicators(codes, settings=settings, use_precomputed=False))
+    one_file = best_of(3, lambda: pd.read_parquet(wide / "all.parquet"))
     parquet = best_of(3, lambda: {code: pd.read_parquet(wide / f"{code}.parquet") for code in codes})
     row("store (bin files)", store, store)
-    row("computed on the fly (use_precomputed=False)", computed, store)
-    row("wide Parquet read of the same values", parquet, store)
+    row("one wide Parquet file of all stocks, one read", one_file, store)
+    row("one wide Parquet file per stock", parquet, store)
+    if computing:
+        computed = best_of(
+            1, lambda: load_multiple_stocks_with_indicators(codes, settings=settings, use_precomputed=False)
+        )
+        row("computed on the fly (use_precomputed=False)", computed, store)
 
     code = codes[0]
     print(f"one stock ({code}), all columns:")
@@ -129,6 +136,7 @@ def main() -> None:
     parser.add_argument("--years", type=int, default=3)
     parser.add_argument("--store", type=Path, help="an existing store (with --input)")
     parser.add_argument("--input", type=Path, help="the store's parquet input folder")
+    parser.add_argument("--only", choices=("loader", "backtests"), help="run one part (the loader without computing)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory(prefix="bench_consumers_") as tmp:
@@ -142,8 +150,10 @@ def main() -> None:
         load_stock_data_with_indicators(codes[0], settings=settings, use_precomputed=False)  # imports, Qlib init
         wide = Path(tmp) / "wide"
         wide.mkdir()
-        bench_loader(settings, codes, wide)
-        bench_backtests(settings, codes, args.years)
+        if args.only != "backtests":
+            bench_loader(settings, codes, wide, computing=args.only is None)
+        if args.only != "loader":
+            bench_backtests(settings, codes, args.years)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Parity runs every strategy twice on real csi300_daily data (store vs. everything
 input). The rules are checked against the raw input prices: lots of 100 real shares, no buy at a
 limit-up close, no sell at a limit-down close, no trade on a suspended day, T+1, and the cost rule.
 A buy-and-hold sleeve is checked against the price path of the input file, and multi_factor's
-TopkDropout replay (`engine="replay"`) against Qlib's own `TopkDropoutStrategy` backtest (the default).
+TopkDropout replay (`engine="replay"`, the default) against Qlib's own `TopkDropoutStrategy` backtest.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """`run_backtest`: load the strategy's columns (store first), generate signals, simulate, measure.
 
-Single-stock strategies run through `portfolio.simulate`; `multi_factor` through Qlib's own backtest
-with `TopkDropoutStrategy` (`engine="qlib"`, the default), or through `topk_dropout`, a replay of it
-on arrays that gives Qlib's fills (`engine="replay"`: Qlib's loop takes 20 s for 300 stocks over ten
-years, 40 times the rest of the backtest, so only the replay shows what the store saves). Both apply
+Single-stock strategies run through `portfolio.simulate`; `multi_factor` through `topk_dropout`, a
+replay of Qlib's `TopkDropoutStrategy` on arrays that gives Qlib's fills (`engine="replay"`, the
+default: Qlib's own loop costs about 40 times the rest of the backtest, so it would hide what the store
+saves), or through Qlib's own backtest with `TopkDropoutStrategy` (`engine="qlib"`). Both apply
 the same `MarketRules` and the same `metrics.performance`, and with `use_precomputed=False` every
 column is computed from the input instead of read from the store, which gives the same frames and
 therefore the same trades and metrics.
@@ -54,7 +54,7 @@ def run_backtest(
     *,
     settings: Settings | None = None,
     cash: float = 10_000_000.0,
-    engine: str = "qlib",
+    engine: str = "replay",
     **params: object,
 ) -> BacktestResult:
     """Backtest `strategy` (one of `STRATEGIES`) on `codes` over [start, end].
@@ -62,7 +62,7 @@ def run_backtest(
     `params` are the strategy's own (e.g. `short=5, long=20` for ma_cross, `topk`, `n_drop`, `factors`
     for multi_factor) and any `MarketRules` field (`commission`, `stamp_duty`, `min_cost`, `lot`,
     `limit_threshold`). Signals use each stock's whole history up to `end`, so trading starts warm.
-    `engine` is multi_factor's: "qlib" (Qlib's own backtest) or "replay" (the same fills, on arrays).
+    `engine` is multi_factor's: "replay" (Qlib's TopkDropout fills, on arrays) or "qlib" (Qlib's own backtest).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; one of {sorted(STRATEGIES)}")

@@ -1,4 +1,4 @@
-"""multi_factor's default engine: Qlib's own daily backtest with `TopkDropoutStrategy`.
+"""multi_factor's `engine="qlib"`: Qlib's own daily backtest with `TopkDropoutStrategy`.
 
 Qlib's `SimulatorExecutor` on a Qlib data directory (the store, or the frames staged in the store's
 format when their prices were computed from the input), with `MarketRules` given to Qlib's exchange,

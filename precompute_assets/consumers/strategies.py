@@ -115,7 +115,18 @@ class BollingerReversion:
         return talib.BBANDS(close, timeperiod=self.window, nbdevup=self.width, nbdevdn=self.width, matype=0)
 
 
-DEFAULT_FACTORS = {"momentum_20d": 1.0, "volatility_20d": -1.0, "volume_ma_ratio": -0.5}
+DEFAULT_FACTORS = {
+    "momentum_20d": 1.0,
+    "volatility_20d": -1.0,
+    "volume_ma_ratio": -0.5,
+    # Alpha158 columns, as a multi-factor model on this store would use them:
+    "alpha_016": -1.0,  # ROC20 = close 20 days ago / close: high after a fall
+    "alpha_026": -0.5,  # STD20 of close / close: low volatility
+    "alpha_091": -0.5,  # CORR20 of close and log volume: price moves without volume
+    "alpha_071": 0.5,  # RSV20: where the close sits in its 20-day range
+    "alpha_136": -0.5,  # VSTD20: steady volume
+}
+"""Weights of the default multi_factor score (registry names; Qlib's Alpha158 names in the comments)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,127 @@
+"""StoreHandler benchmark: its load against Qlib's Alpha158 load and one wide Parquet read, and its peak memory.
+
+    .venv/bin/python bench/store_handler.py --store DIR [--input DIR] [--start 2016-01-01] [--end 2026-12-31]
+
+On the same stocks (every stock of the store) and dates it prints, in one run:
+- `StoreHandler`'s load (`StoreDataLoader.load`: the frame `DataHandlerLP` keeps, before Qlib's
+  processors) of the 158 alpha columns plus the label, and of every stored column;
+- Qlib's `Alpha158` load of the same 158 factors and label (Qlib's default provider, as a Qlib user has it);
+- one `pd.read_parquet` of a wide Parquet file holding the same frame;
+- the load's peak traced memory (tracemalloc, a separate run) against the final frame's size.
+Each time is the best of a few runs; ratios are measured in this run. No assertions: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from precompute_assets.consumers.handler import StoreDataLoader  # noqa: E402
+from precompute_assets.consumers.qlib_session import init_store_qlib, kept_qlib_config  # noqa: E402
+from precompute_assets.indicators.catalog import load_registry  # noqa: E402
+from precompute_assets.settings import Settings  # noqa: E402
+
+
+def best_of(runs: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(runs):
+        gc.collect()
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def frame_bytes(frame: pd.DataFrame) -> int:
+    """The frame's values plus its index (levels and codes), what a reader must hold at the end."""
+    return int(frame.memory_usage(index=True, deep=False).sum())
+
+
+def traced_peak(fn: Callable[[], pd.DataFrame]) -> tuple[int, int]:
+    """(peak traced bytes while `fn` runs, bytes of the frame it returns)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        frame = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, frame_bytes(frame)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--input", type=Path, help="the store's parquet input (only for columns it lacks)")
+    parser.add_argument("--start", default=None)
+    parser.add_argument("--end", default=None)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-alpha158", action="store_true", help="full market: Alpha158 needs > 32 GB there")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "store_handler.json")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    settings = Settings(args.input or args.store.parent / "parquet", args.store)
+    alpha = load_registry().all("alpha158")
+    every = load_registry().names()
+    results: dict[str, object] = {"store": str(args.store)}
+    with kept_qlib_config(), tempfile.TemporaryDirectory(prefix="bench_handler_") as tmp:
+        init_store_qlib(settings.qlib_data_path, fast=False)
+        from qlib.data import D
+
+        codes = D.list_instruments(D.instruments("all"), args.start, args.end, as_list=True)
+        window = (codes, args.start, args.end)
+        ours = StoreDataLoader([i.name for i in alpha], settings)
+        wide = StoreDataLoader(every, settings)
+        frame = ours.load(*window)
+        rows, columns = frame.shape
+        print(f"{len(codes)} stocks, {rows} rows x {columns} columns ({frame_bytes(frame) / 2**20:.0f} MiB)")
+        results["shape"] = {"stocks": len(codes), "rows": rows, "columns": columns}
+
+        parquet = Path(tmp) / "wide.parquet"
+        frame.to_parquet(parquet)
+        del frame
+        times = {
+            "store_handler_alpha158_columns": best_of(args.runs, lambda: ours.load(*window)),
+            "wide_parquet_read": best_of(args.runs, lambda: pd.read_parquet(parquet)),
+            "store_handler_every_column": best_of(args.runs, lambda: wide.load(*window)),
+        }
+        if not args.skip_alpha158:
+            from qlib.contrib.data.handler import Alpha158
+
+            qlib_loader = Alpha158(instruments=codes[:1], start_time=args.start, end_time=args.end).data_loader
+            times["qlib_alpha158"] = best_of(1, lambda: qlib_loader.load(*window))
+        peak, final = traced_peak(lambda: ours.load(*window))
+        results["seconds"] = times
+        results["peak_memory"] = {"peak_mib": peak / 2**20, "frame_mib": final / 2**20, "ratio": peak / final}
+
+    base = times["store_handler_alpha158_columns"]
+    print(f"  {'StoreHandler load, 158 alpha columns + label':<48} {base:8.2f} s")
+    print(f"  {'StoreHandler load, every stored column + label':<48} {times['store_handler_every_column']:8.2f} s")
+    print(f"  {'one wide Parquet read of the same frame':<48} {times['wide_parquet_read']:8.2f} s"
+          f"   StoreHandler / Parquet = {base / times['wide_parquet_read']:.2f}x (target <= 1.5x)")  # fmt: skip
+    if "qlib_alpha158" in times:
+        print(f"  {'Qlib Alpha158 load (default provider)':<48} {times['qlib_alpha158']:8.2f} s"
+              f"   Alpha158 / StoreHandler = {times['qlib_alpha158'] / base:.1f}x (target >= 15x)")  # fmt: skip
+    memory = results["peak_memory"]
+    print(f"  peak traced memory during the load {memory['peak_mib']:.0f} MiB, final frame "
+          f"{memory['frame_mib']:.0f} MiB: {memory['ratio']:.2f}x (target <= 1.5x)")  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"JSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
