@@ -20,7 +20,7 @@ import pytest
 import talib
 from conftest import leading_nans
 
-from precompute_assets.indicators.compute import technical
+from precompute_assets.indicators.families import technical
 from precompute_assets.indicators.families.base import compute_per_stock
 from precompute_assets.indicators.registry import REGISTRY
 
