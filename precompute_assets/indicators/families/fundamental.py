@@ -13,6 +13,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from precompute_assets.indicators.families import technical  # noqa: F401 (registers VOLATILITY, volatility_20d's source)
 from precompute_assets.indicators.families.base import (
     IndicatorRow,
     SameAs,
