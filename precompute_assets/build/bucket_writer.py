@@ -63,13 +63,13 @@ def write_stock(
             aligned = frame if frame.index.equals(bars.index) else frame.reindex(bars.index)
             fields.update(zip((c.lower() for c in frame.columns), aligned.to_numpy(np.float32).T, strict=True))
             fingerprints.update({name.lower(): registry.get(name).fingerprint for name in frame.columns})
-        shares = dict(meta["quality"].get("nan_share", {}))  # type: ignore[union-attr]
+        shares = dict(quality.get("nan_share") or {})  # type: ignore[call-overload]
         for alias in _aliases(registry, fingerprints):
             fields[alias.field] = fields[alias.computed_as.field]
             fingerprints[alias.field] = alias.fingerprint
             if alias.computed_as.name in shares:
                 shares[alias.name] = shares[alias.computed_as.name]
-        meta["quality"] = {**meta["quality"], "nan_share": shares}  # type: ignore[dict-item]
+        meta["quality"] = {**quality, "nan_share": shares}
         meta.update(
             first_date=f"{bars.index[0]:%Y-%m-%d}",
             rows=len(bars),
