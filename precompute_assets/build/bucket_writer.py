@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.build.update_plan import StockPlan
-from precompute_assets.indicators.registry import Registry
+from precompute_assets.indicators.registry import Indicator, Registry
 from precompute_assets.store.base_fields import base_fields
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.stock_commit import commit_stock, read_stock_meta, update_stock
@@ -44,7 +44,8 @@ def write_stock(
     """Check the family columns against the registry and the bars' dates, then write them.
 
     A family frame holding unregistered names or dates outside the bars is a programming error and
-    refuses the stock rather than storing misaligned data.
+    refuses the stock rather than storing misaligned data. An alias (`same_as`) is written as a copy
+    of its source's column, in full and on update alike.
     """
     for family, frame in family_frames.items():
         names = registry.names(family)
@@ -62,6 +63,13 @@ def write_stock(
             aligned = frame if frame.index.equals(bars.index) else frame.reindex(bars.index)
             fields.update(zip((c.lower() for c in frame.columns), aligned.to_numpy(np.float32).T, strict=True))
             fingerprints.update({name.lower(): registry.get(name).fingerprint for name in frame.columns})
+        shares = dict(quality.get("nan_share") or {})  # type: ignore[call-overload]
+        for alias in _aliases(registry, fingerprints):
+            fields[alias.field] = fields[alias.computed_as.field]
+            fingerprints[alias.field] = alias.fingerprint
+            if alias.computed_as.name in shares:
+                shares[alias.name] = shares[alias.computed_as.name]
+        meta["quality"] = {**quality, "nan_share": shares}
         meta.update(
             first_date=f"{bars.index[0]:%Y-%m-%d}",
             rows=len(bars),
@@ -113,6 +121,7 @@ def _update(
         for frame in family_frames.values():
             block = frame.reindex(new.index).to_numpy(np.float32).T
             appends.update((n.lower(), v) for n, v in zip(frame.columns, block, strict=True) if n not in update.stale)
+        appends.update((a.field, appends[a.computed_as.field]) for a in _aliases(registry, appends, update.stale))
         # a column that failed for this stock earlier has no file: it stays absent (reported missing)
         appends = {f: v for f, v in appends.items() if f in current["files"]}
     replacements = {}
@@ -122,6 +131,9 @@ def _update(
             block = frame[stale].reindex(bars.index).to_numpy(np.float32).T
             replacements.update((n.lower(), v) for n, v in zip(stale, block, strict=True))
             indicators.update((n.lower(), registry.get(n).fingerprint) for n in stale)
+    for alias in _aliases(registry, replacements):  # a stale alias's source is stale too (update_plan)
+        replacements[alias.field] = replacements[alias.computed_as.field]
+        indicators[alias.field] = alias.fingerprint
     meta.update(
         first_date=current["first_date"],
         rows=current["rows"] + new_rows,
@@ -131,3 +143,11 @@ def _update(
     )
     update_stock(layout, code, appends, replacements, meta, current)
     return new_rows
+
+
+def _aliases(registry: Registry, written: Mapping[str, object], skip: frozenset[str] = frozenset()) -> list[Indicator]:
+    """The aliases (`same_as`) whose source's field is among `written`, except those named in `skip`:
+    each alias's file is a copy of its source's column, which the family steps computed once."""
+    return [
+        i for i in registry.all() if i.same_as is not None and i.computed_as.field in written and i.name not in skip
+    ]

@@ -48,10 +48,12 @@ def compute_family_update(
     """The family's columns for each stock: in full where `updates[code]` is None, else only what changed.
 
     An updated stock's frame spans its whole bars when it has stale columns of this family, else only
-    the new days; columns neither stale nor new are NaN where they were not computed.
+    the new days; columns neither stale nor new are NaN where they were not computed. Aliases
+    (`same_as`) are not computed here: the store step writes them from their sources' columns.
     """
     registry = load_registry()
-    indicators = registry.all(family)
+    indicators = registry.computed(family)  # aliases are copied from their sources by the store step
+    computed = {i.name for i in indicators}
     result = FamilyResult()
     full = {c: bars for c, bars in bars_by_code.items() if updates.get(c) is None}
     if full:
@@ -59,7 +61,7 @@ def compute_family_update(
     groups: dict[frozenset[str], dict[str, StockUpdate]] = {}
     for code, update in updates.items():
         if update is not None and code in bars_by_code:
-            stale = frozenset(n for n in update.stale if registry.get(n).family == family)
+            stale = frozenset(n for n in update.stale if n in computed)
             groups.setdefault(stale, {})[code] = update
     for stale, group in groups.items():
         if stale:

@@ -59,6 +59,7 @@ def _write_indicator_versions(layout: StoreLayout, registry: Registry, now: str)
             "formula": indicator.formula,
             "expression": indicator.expression,
             "qlib_name": indicator.qlib_name,
+            "same_as": indicator.same_as,
             "warmup": indicator.warmup,
             "history": indicator.history,
         }

@@ -205,7 +205,7 @@ def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log
         "stocks_failed": len({e.code for e in result.errors}),
         "rows": rows,
         "columns": len(load_registry().all(family)),
-        "nan_share_after_warmup": _mean_share(nan_shares, len(result.frames), len(load_registry().all(family))),
+        "nan_share_after_warmup": _mean_share(nan_shares, len(result.frames), len(load_registry().computed(family))),
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
     }

@@ -75,7 +75,9 @@ def plan_stock(
         return StockPlan(code, "full", "damaged store files"), load_bars()
     if not _aligned(meta, calendar):
         return StockPlan(code, "full", "calendar history changed"), load_bars()
-    stale = frozenset(i.name for i in registry.all() if meta.get("indicators", {}).get(i.field) != i.fingerprint)
+    stale = _with_aliases(
+        registry, {i.name for i in registry.all() if meta.get("indicators", {}).get(i.field) != i.fingerprint}
+    )
     carry = meta.get("state", {})
     if meta.get("input_fingerprint") == fingerprint:
         if not stale:
@@ -88,6 +90,20 @@ def plan_stock(
     new_from = bars.index[bars.index > last][0] if bars.index[-1] > last else None
     reason = "new days" if new_from is not None else "input file changed outside the stored fields"
     return StockPlan(code, "update", reason, StockUpdate(new_from, stale, carry)), bars
+
+
+def _with_aliases(registry: Registry, stale: set[str]) -> frozenset[str]:
+    """Stale columns with their aliases and sources: an alias is written from its source's values, so
+    a stale alias needs its source over the whole history, and a restated source restates its aliases."""
+    if not stale:
+        return frozenset()
+    groups: dict[str, set[str]] = {}
+    for indicator in registry.all():
+        if indicator.same_as is not None:
+            groups.setdefault(indicator.computed_as.name, {indicator.computed_as.name}).add(indicator.name)
+    for name in list(stale):
+        stale.update(groups.get(registry.get(name).computed_as.name, ()))
+    return frozenset(stale)
 
 
 def _aligned(meta: dict, calendar: pd.DatetimeIndex) -> bool:

@@ -67,12 +67,16 @@ def _indicator_columns(
     calendar: pd.DatetimeIndex,
     out: Computed,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Run each family once over every stock that needs any of its columns (one Qlib session per family)."""
+    """Run each family once over every stock that needs any of its columns (one Qlib session per family).
+
+    An alias (`same_as`) is its source's column under a second name, as in the store: the source is
+    computed (once, with the source's family) and copied."""
     registry = load_registry()
-    wanted = {code: {n for n in names if n in registry} for code, names in fields_by_code.items()}
+    requested = {code: [registry.get(n) for n in names if n in registry] for code, names in fields_by_code.items()}
+    wanted = {code: {i.computed_as.field for i in indicators} for code, indicators in requested.items()}
     columns: dict[str, dict[str, np.ndarray]] = {code: {} for code in fields_by_code}
     for family in FAMILIES:
-        indicators = [i for i in registry.all(family) if any(i.field in w for w in wanted.values())]
+        indicators = [i for i in registry.computed(family) if any(i.field in w for w in wanted.values())]
         codes = [c for c, w in wanted.items() if any(i.field in w for i in indicators)]
         if not codes:
             continue
@@ -84,4 +88,8 @@ def _indicator_columns(
             for indicator in indicators:
                 if indicator.name in frame:
                     columns[code][indicator.field] = frame[indicator.name].to_numpy(np.float32)
+    for code, indicators in requested.items():
+        for alias in (i for i in indicators if i.same_as is not None):
+            if alias.computed_as.field in columns[code]:
+                columns[code][alias.field] = columns[code][alias.computed_as.field]
     return columns

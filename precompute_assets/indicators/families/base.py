@@ -9,9 +9,25 @@ import numpy as np
 import pandas as pd
 from pandas.api.typing import Rolling
 
-from precompute_assets.indicators.registry import Compute, History, Indicator, add_indicator
+from precompute_assets.indicators.registry import (
+    REGISTRY,
+    Compute,
+    History,
+    Indicator,
+    RegistryError,
+    add_indicator,
+)
 
-IndicatorRow = tuple[str, Compute, str, int, History, dict[str, object]]
+
+@dataclass(frozen=True)
+class SameAs:
+    """In a family's table, in place of a compute: this column is the registered column `source`, under
+    a second name (computed once, both files stored; see `Indicator.same_as`)."""
+
+    source: str
+
+
+IndicatorRow = tuple[str, Compute | SameAs, str, int, History, dict[str, object]]
 """name, compute, one-line formula, warm-up rows, history kind, parameters: one table row per column."""
 
 REQUIRED = ("open", "high", "low", "close", "volume")
@@ -159,8 +175,19 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None:
-    """Register a pandas family's table of columns, in order (the order is the store's column order)."""
+    """Register a pandas family's table of columns, in order (the order is the store's column order).
+
+    A `SameAs` row takes its source's warm-up, history and parameters; the table states them too, for
+    the reader, and a row whose statement disagrees with its source is refused."""
     for name, compute, formula, warmup, history, params in rows:
+        if isinstance(compute, SameAs):
+            source = REGISTRY.get(compute.source) if compute.source in REGISTRY else None
+            if source is not None and (source.warmup, source.history, dict(source.params)) != (warmup, history, params):
+                raise RegistryError(
+                    f"indicator {name!r}: warm-up, history or params differ from its source {source.name!r}"
+                )
+            add_indicator(name, family, formula=formula, same_as=compute.source, version="1", added=added)
+            continue
         add_indicator(
             name,
             family,

@@ -13,8 +13,10 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from precompute_assets.indicators.families import technical  # noqa: F401 (registers VOLATILITY, volatility_20d's source)
 from precompute_assets.indicators.families.base import (
     IndicatorRow,
+    SameAs,
     aligned,
     column,
     ratio,
@@ -103,7 +105,7 @@ INDICATORS: list[IndicatorRow] = [
     ("volume_ma_ratio", volume_ma_ratio, "v / mean(v, 20)", 19, "windowed", {"window": 20}),
     ("volatility_5d", partial(volatility, n=5), "std(c / c[t-1] - 1, 5, ddof=1)", 5, "windowed",
      {"window": 5, "ddof": 1}),
-    ("volatility_20d", partial(volatility, n=20), "std(c / c[t-1] - 1, 20, ddof=1)", 20, "windowed",
+    ("volatility_20d", SameAs("VOLATILITY"), "std(c / c[t-1] - 1, 20, ddof=1)", 20, "windowed",
      {"window": 20, "ddof": 1}),
     ("momentum_5d", partial(momentum, n=5), "c / mean(c, 5) - 1", 4, "windowed", {"window": 5}),
     ("momentum_20d", partial(momentum, n=20), "c / mean(c, 20) - 1", 19, "windowed", {"window": 20}),

@@ -17,6 +17,7 @@ import talib
 from precompute_assets.indicators.families.base import (
     IndicatorRow,
     Output,
+    SameAs,
     aligned,
     column,
     ratio,
@@ -216,7 +217,7 @@ INDICATORS: list[IndicatorRow] = [
     ("MA10", partial(sma, n=10), "talib.SMA(c, 10)", 9, "windowed", {"timeperiod": 10}),
     ("MA20", partial(sma, n=20), "talib.SMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
     ("MA60", partial(sma, n=60), "talib.SMA(c, 60)", 59, "windowed", {"timeperiod": 60}),
-    ("SMA", partial(sma, n=20), "talib.SMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
+    ("SMA", SameAs("MA20"), "talib.SMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
     ("EMA", ema, "talib.EMA(c, 20)", 19, "recursive", {"timeperiod": 20}),
     ("WMA", wma, "talib.WMA(c, 20)", 19, "windowed", {"timeperiod": 20}),
     ("RSI14", rsi, "talib.RSI(c, 14)", 14, "recursive", {"timeperiod": 14}),
