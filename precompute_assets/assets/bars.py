@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from precompute_assets.assets.calendar import trading_calendar
 from precompute_assets.assets.input_source import stock_parquet_files
-from precompute_assets.assets.reporting import materialize_buckets
+from precompute_assets.assets.reporting import materialize_buckets, work_run
 from precompute_assets.assets.retries import BUCKET_RETRIES
 from precompute_assets.partitions import stock_buckets
 from precompute_assets.pipeline import build_bars
@@ -19,4 +19,6 @@ from precompute_assets.resources import PrecomputeSettings
     description="Cleaned daily bars of the bucket's stocks, aligned to the calendar (an intermediate).",
 )
 def stock_bars(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
-    return materialize_buckets(context, lambda bucket: build_bars(precompute.settings, bucket, context.log.info))
+    return materialize_buckets(
+        context, lambda bucket: build_bars(precompute.settings, bucket, context.log.info, work_run(context))
+    )

@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, asset
 
 from precompute_assets.assets.bars import stock_bars
-from precompute_assets.assets.reporting import materialize_buckets
+from precompute_assets.assets.reporting import materialize_buckets, work_run
 from precompute_assets.assets.retries import BUCKET_RETRIES
 from precompute_assets.partitions import stock_buckets
 from precompute_assets.pipeline import build_family
@@ -30,7 +30,8 @@ def build_family_asset(family: str) -> AssetsDefinition:
     )
     def _family(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
         return materialize_buckets(
-            context, lambda bucket: build_family(precompute.settings, bucket, family, context.log.info)
+            context,
+            lambda bucket: build_family(precompute.settings, bucket, family, context.log.info, work_run(context)),
         )
 
     return _family

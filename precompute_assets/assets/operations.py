@@ -55,23 +55,51 @@ class CleanupConfig(Config):
 
 
 def failed_store_checks(instance: DagsterInstance) -> list[str]:
-    """`<check> on <bucket>` for every bucket whose latest store check failed with ERROR or did not finish."""
+    """`<check> on <bucket>` for every bucket whose latest store check failed with ERROR or is still running.
+
+    A check planned by a run that ended without running it (the run's process died, or a step before it
+    failed) is not a failure of the store: the bucket is stale (`unfinished_store_checks`, which `make
+    run` and the sensor run again), and the latest evaluation that did finish decides here.
+    """
     storage = instance.event_log_storage
     keys = [key for check in STORE_CHECKS for key in check.check_keys]
     failed = []
     for info in storage.get_asset_check_partition_info(keys):
         where = f"{info.check_key.name} on {info.partition_key}"
-        if info.latest_execution_status == AssetCheckExecutionRecordStatus.PLANNED:
+        status = info.latest_execution_status
+        if status == AssetCheckExecutionRecordStatus.PLANNED:
             run = instance.get_run_by_id(info.latest_planned_run_id)
-            failed.append(f"{where} ({'still running' if run and not run.is_finished else 'did not finish'})")
-        elif info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED:
-            latest = storage.get_asset_check_execution_history(
-                info.check_key, limit=1, partition_filter=PartitionKeyFilter(key=info.partition_key)
-            )
-            evaluation = latest[0].evaluation if latest else None
+            if run is not None and not run.is_finished:
+                failed.append(f"{where} (still running)")
+                continue
+        history = storage.get_asset_check_execution_history(
+            info.check_key, limit=HISTORY, partition_filter=PartitionKeyFilter(key=info.partition_key)
+        )
+        finished = [r for r in history if r.status != AssetCheckExecutionRecordStatus.PLANNED]
+        if finished and finished[0].status == AssetCheckExecutionRecordStatus.FAILED:
+            evaluation = finished[0].evaluation
             if evaluation is None or evaluation.severity == AssetCheckSeverity.ERROR:
                 failed.append(where)
     return sorted(failed)
+
+
+HISTORY = 20
+"""Check executions looked at per bucket for the latest finished one (killed runs leave planned ones)."""
+
+
+def unfinished_store_checks(instance: DagsterInstance) -> dict[str, str]:
+    """Buckets whose latest store check was planned by a run that ended without running it, with that
+    run's id: what the bucket holds was never validated, so it must run again."""
+    storage = instance.event_log_storage
+    keys = [key for check in STORE_CHECKS for key in check.check_keys]
+    unfinished: dict[str, str] = {}
+    for info in storage.get_asset_check_partition_info(keys):
+        if info.latest_execution_status != AssetCheckExecutionRecordStatus.PLANNED or info.partition_key is None:
+            continue
+        run = instance.get_run_by_id(info.latest_planned_run_id)
+        if run is None or run.is_finished:
+            unfinished[info.partition_key] = info.latest_planned_run_id
+    return unfinished
 
 
 def operations_config(precompute: PrecomputeSettings, backup_path: str = "", keep: int = 0) -> OperationsConfig:

@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from precompute_assets.assets.families import family_assets
-from precompute_assets.assets.reporting import materialize_buckets
+from precompute_assets.assets.reporting import materialize_buckets, work_run
 from precompute_assets.assets.retries import BUCKET_RETRIES
 from precompute_assets.partitions import stock_buckets
 from precompute_assets.pipeline import write_bucket
@@ -20,5 +20,5 @@ from precompute_assets.resources import PrecomputeSettings
 )
 def qlib_store(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
     return materialize_buckets(
-        context, lambda bucket: write_bucket(precompute.settings, bucket, FAMILIES, context.log.info)
+        context, lambda bucket: write_bucket(precompute.settings, bucket, FAMILIES, context.log.info, work_run(context))
     )
