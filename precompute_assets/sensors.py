@@ -1,6 +1,7 @@
 """The sensor that keeps the store current: one run per changed bucket, each bucket state requested once."""
 
 import json
+from dataclasses import replace
 
 from dagster import (
     AssetKey,
@@ -78,15 +79,15 @@ def with_dead_runs(context: SensorEvaluationContext, stale: dict[str, StaleBucke
             stale[bucket] = StaleBucket(bucket, reason, "", f"{bucket}:checks-of-{run_id}")
     result = []
     for bucket, entry in stale.items():
-        if cursor["requested"].get(bucket, "").split(":after-")[0] == entry.run_key:
+        requested = cursor["requested"].get(bucket, "")
+        if requested.split(":after-")[0] == entry.run_key:
+            entry = replace(entry, run_key=requested)  # this state was requested: once, unless its run died
             runs = instance.get_runs(RunsFilter(tags={"dagster/partition": bucket}), limit=RETRIES_AFTER_DEAD_RUNS)
-            if runs and died(instance, runs[0]):
+            if runs and not requested.endswith(f":after-{runs[0].run_id}") and died(instance, runs[0]):
                 if len(runs) == RETRIES_AFTER_DEAD_RUNS and all(died(instance, r) for r in runs):
                     context.log.error(f"{bucket}: its last {len(runs)} runs died; not requesting it again")
                 else:
-                    entry = StaleBucket(
-                        bucket, entry.reason, entry.input_version, f"{entry.run_key}:after-{runs[0].run_id}"
-                    )
+                    entry = replace(entry, run_key=f"{requested.split(':after-')[0]}:after-{runs[0].run_id}")
         result.append(entry)
     return result
 
