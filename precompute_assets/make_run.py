@@ -106,7 +106,8 @@ def run_job_outcome(target, buckets: tuple[str, ...] = ()) -> RunOutcome:
             if event.asset_key is not None and event.asset_key.path == ["qlib_store"]:
                 for key in STORE_NOTES:
                     entry = event.materialization.metadata.get(key)
-                    store[key] = store.get(key, 0) + (entry.value if entry is not None else 0)
+                    # a range run records its merged report on each of its partitions: take it once
+                    store[key] = max(store.get(key, 0), entry.value if entry is not None else 0)
         return RunOutcome(result.success, result.run_id, store)
 
 
