@@ -90,14 +90,18 @@ def test_two_make_runs_at_once_leave_the_store_of_one_run(tmp_path, final_input,
 # --- killed runs -------------------------------------------------------------------------------------
 
 
-def kill_point(runs: MakeRuns, where: str):
-    """A probe that is true once the running bucket run is at `where`."""
+def kill_point(runs: MakeRuns, where: str, process):
+    """A probe that is true once the running bucket run is at `where` (and fails if `make run` ended first)."""
     instance = runs.instance()
 
     def probe() -> bool:
-        if where == "store step":
-            return bucket_lock_held(runs.store)
+        if process.poll() is not None:
+            raise AssertionError(f"make run ended before its {where}:\n{runs.output('killed')[-3000:]}")
+        if where == "store step" and bucket_lock_held(runs.store):  # held exactly while the store step writes
+            return True
         steps = set().union(set(), *started_steps(instance).values())
+        if where == "store step":
+            return "qlib_store" in steps
         if where == "family step":
             return "alpha158" in steps
         return any(step.startswith("qlib_store_") for step in steps)  # a check step
@@ -117,7 +121,7 @@ def test_a_killed_make_run_is_marked_failed_and_the_next_one_completes_and_backs
     )
     before = backups(runs)
     killed = runs.start("killed")
-    probe = kill_point(runs, where)
+    probe = kill_point(runs, where, killed)
     wait_until(f"make run to reach its {where}", probe, 600, 0.01, on_timeout=lambda: runs.output("killed")[-3000:])
     runs.kill(killed)
 
