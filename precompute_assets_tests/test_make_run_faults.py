@@ -52,11 +52,11 @@ def full_build(tmp_path, final_input) -> MakeRuns:
 
 
 def daily_update(tmp_path, final_input, yesterday) -> MakeRuns:
-    """A store built by `make run` up to yesterday, and today's input in place: the next run appends."""
+    """A store built up to yesterday (by the core pipeline, which is quicker than a `make run`), and
+    today's input in place: the next run appends."""
     runs = MakeRuns(tmp_path)
     write_input(FAST_CODES, runs.parquet, end=yesterday)
-    code, output = runs.run("yesterday")
-    assert code == 0, output[-3000:]
+    build_store(runs.parquet, runs.store, batches=4)
     shutil.rmtree(runs.parquet)
     shutil.copytree(final_input / "parquet", runs.parquet)
     return runs
