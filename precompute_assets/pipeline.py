@@ -301,6 +301,10 @@ def write_bucket(
 
         # Threads, because creating a file costs a disk round trip that several writers overlap (each
         # stock has its own folder); the outcomes are reported here, in the bucket's order.
+        if len(calendar):
+            # pandas builds an index's lookup table lazily, and not thread-safely: threads that build it
+            # at once can raise KeyError for a date it holds (pandas#21150, #28439). Build it here, once.
+            calendar.get_loc(calendar[0])
         with ThreadPoolExecutor(WRITER_THREADS) as pool:
             for code, (outcome, seconds) in zip(bars, pool.map(write_one, bars), strict=True):
                 if isinstance(outcome, Exception):
