@@ -11,13 +11,17 @@ a second `make run` on the same input finishes quickly and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 from dagster import DagsterInstance, JobDefinition, execute_job, reconstructable
 
@@ -118,7 +122,7 @@ def main(workers: int = 2) -> int:
     settings = Settings.from_env()
     started = time.perf_counter()
     print(f"input {settings.parquet_data_path}  ->  store {settings.qlib_data_path}  ({settings.batches} buckets)")
-    with DagsterInstance.get() as instance:
+    with _instance_created_once() as instance:
         for run_id, reason in mark_dead_runs(instance):
             print(f"run {run_id} marked FAILURE: {reason}")
     if not run_job(calendar_job):
@@ -154,6 +158,23 @@ def main(workers: int = 2) -> int:
             failed.append("backup")
     _summary(settings, runs, failed, time.perf_counter() - started)
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _instance_created_once() -> Iterator[DagsterInstance]:
+    """The instance, opened first under a file lock in DAGSTER_HOME: two `make run` started at once on a
+    new home would both create its SQLite databases, and Dagster's migration check then fails on the
+    doubled schema version ("more than one head present")."""
+    home = Path(os.environ.get("DAGSTER_HOME", ".dagster_home"))
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".make_run.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            instance = DagsterInstance.get()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    with instance:
+        yield instance
 
 
 def _store_note(outcome: RunOutcome) -> str:
