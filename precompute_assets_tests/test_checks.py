@@ -16,10 +16,11 @@ from conftest import copy_inputs
 from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job, materialize
 
 from precompute_assets.build.buckets import bucket_of
-from precompute_assets.defs.operations import failed_store_checks, store_backup
+from precompute_assets.defs.operations import store_backup
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.bars import stock_bars
 from precompute_assets.defs.precompute.calendar import trading_calendar
+from precompute_assets.defs.precompute.check_status import failed_store_checks
 from precompute_assets.defs.precompute.checks import STORE_CHECKS
 from precompute_assets.defs.precompute.families import family_assets
 from precompute_assets.defs.precompute.manifest import store_manifest

@@ -126,13 +126,16 @@ def test_cleanup_removes_only_what_is_past_its_retention(store, config):
         create_backup(store, config)
     code_dir = layout.versions_dir / "sz000001"
     current = layout.stock_dir("SZ000001").resolve()
+    runs_of_b03 = store.work_path / "b03"  # an active bucket: one folder per run, an old one and today's
+    for run in ("old-run", "young-run"):
+        touch_dir(runs_of_b03 / run)
     expected = {
         "old stock version": [age(shutil.copytree(current, code_dir / "1-old"), old)],
         "unfinished stock version": [age(shutil.copytree(current, code_dir / "2-crash.tmp"), old)],
         "temporary file": [age(touch(layout.root / "calendars" / ".day.txt.abc.tmp"), old)],
         "old backup": [list_backups(config)[0].path],
         "replaced store": [touch_dir(layout.root.parent / f".{layout.root.name}.before-restore-20200101T000000Z")],
-        "intermediates": [age_tree(store.work_path / "b00", old)],
+        "intermediates": [age_tree(store.work_path / "b00", old), age_tree(runs_of_b03 / "old-run", old)],
         "stale lock": [write_lock(layout.root, "bucket-b07", host="elsewhere", mtime=old)],
     }
     kept = [
@@ -140,6 +143,7 @@ def test_cleanup_removes_only_what_is_past_its_retention(store, config):
         age(shutil.copytree(current, code_dir / "0-previous"), now - DAY),  # the previous version stays
         touch(layout.root / ".data_version.json.young.tmp"),
         touch_dir(layout.root.parent / f".{layout.root.name}.before-restore-{time.strftime('%Y%m%dT%H%M%SZ')}"),
+        runs_of_b03 / "young-run",
         age_tree(store.work_path / "b01", old),  # its bucket is being written right now
     ]
     original = snapshot(store.qlib_data_path)
@@ -149,7 +153,7 @@ def test_cleanup_removes_only_what_is_past_its_retention(store, config):
         assert all(p.exists() for ps in expected.values() for p in ps)
         report = cleanup(store, config)
     assert report.counts() == {kind: len(paths) for kind, paths in expected.items()}
-    assert report.bytes_freed > 0 and "removed 7 item(s)" in report.describe()
+    assert report.bytes_freed > 0 and "removed 8 item(s)" in report.describe()
     assert not any(p.exists() for ps in expected.values() for p in ps)
     assert all(p.exists() for p in kept)
     assert_same_values(store.qlib_data_path, original)

@@ -205,3 +205,53 @@ def write_owner(root: Path, name: str, host: str, pid: int) -> Path:
     owner = {"host": host, "pid": pid, "started": "2026-01-01T00:00:00+00:00", "purpose": "", "token": "t"}
     path.write_text(json.dumps(owner))
     return path
+
+
+def test_two_runs_of_one_bucket_at_once_append_each_new_day_once(tmp_path):
+    """Two runs plan the same daily update of a bucket, each in its own work folder; the first to take
+    the bucket's lock appends, the other waits for it, finds its plans outdated and has nothing to do."""
+    import threading
+
+    from conftest import FAST_CODES, build_store, run_pipeline
+    from make_run_harness import assert_store_equals, write_input
+
+    from precompute_assets.build import pipeline
+
+    codes = FAST_CODES[:4]
+    final = tmp_path / "final"
+    write_input(codes, final)
+    clean = build_store(final, tmp_path / "clean", batches=1)
+    dates = sorted(pd.read_parquet(final / f"{codes[1]}.parquet")["date"])
+    parquet = tmp_path / "parquet"
+    write_input(codes, parquet, end=pd.Timestamp(dates[-21]))
+    settings = Settings(parquet, tmp_path / "qlib_data", batches=1)
+    run_pipeline(settings)
+    shutil.rmtree(parquet)
+    shutil.copytree(final, parquet)
+
+    pipeline.build_calendar(settings)
+    for run in ("first", "second"):  # both plan before either writes
+        pipeline.build_bars(settings, "b00", run=run)
+        for family in FAMILIES:
+            pipeline.build_family(settings, "b00", family, run=run)
+    acquired, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=hold_lock, args=(str(settings.qlib_data_path), "b00", acquired, release))
+    holder.start()
+    assert acquired.wait(60)
+    reports = {}
+    second = threading.Thread(
+        target=lambda: reports.update(second=pipeline.write_bucket(settings, "b00", FAMILIES, run="second"))
+    )
+    second.start()
+    time.sleep(1.5)  # the second writer is waiting for the lock meanwhile
+    release.set()
+    holder.join()
+    second.join(120)
+    first = pipeline.write_bucket(settings, "b00", FAMILIES, run="first")
+    pipeline.build_manifest(settings)
+
+    assert reports["second"].metadata["lock_waited_seconds"] >= 1.0
+    assert reports["second"].metadata["stocks_updated"] == len(codes)
+    assert first.metadata["stocks_written_by_another_run"] == len(codes)
+    assert first.metadata["stocks_written"] == 0 and first.metadata["rows_written"] == 0
+    assert_store_equals(settings.qlib_data_path, clean.qlib_data_path, parquet)

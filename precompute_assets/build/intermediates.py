@@ -23,8 +23,10 @@ FRAMES_SUFFIX = ".arrow"
 COLUMNS_KEY = b"precompute.columns"
 
 
-def bucket_dir(work_path: Path, bucket: str) -> Path:
-    return Path(work_path) / bucket
+def bucket_dir(work_path: Path, bucket: str, run: str = "") -> Path:
+    """A bucket's intermediates; with `run`, that run's own folder inside it, so two runs of one bucket
+    never read each other's half-written steps."""
+    return Path(work_path) / bucket / run if run else Path(work_path) / bucket
 
 
 def frames_path(work: Path, name: str) -> Path:

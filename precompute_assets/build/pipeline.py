@@ -24,10 +24,11 @@ from precompute_assets.build.buckets import codes_in_bucket
 from precompute_assets.build.family_update import compute_family_update, tail_start
 from precompute_assets.build.manifest import write_manifest
 from precompute_assets.build.progress import Log, Progress, no_log, stock_line
-from precompute_assets.build.update_plan import StockPlan, plan_stock
+from precompute_assets.build.update_plan import StockPlan, plan_stock, stored_digest
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.families.base import valid_rows
 from precompute_assets.indicators.history import history_need
+from precompute_assets.indicators.registry import Registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.input.bars import BucketBars, load_bars, scan_calendar
 from precompute_assets.input.parquet import file_fingerprint, read_stock_cached, scan_folder
@@ -42,7 +43,10 @@ from precompute_assets.store.calendar import (
 from precompute_assets.store.disk_space import ensure_free_space, stock_write_bytes
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.lock import bucket_lock
+from precompute_assets.store.stock_commit import read_stock_meta
 
+LOCK_WAIT = 1800.0
+"""Seconds a bucket's writer waits for another run writing the same bucket (it then re-checks its plans)."""
 WRITER_THREADS = 4
 """Stocks committed at once by a bucket's store step (measured: 4 threads write a bucket 2-3x faster)."""
 
@@ -102,11 +106,12 @@ def build_calendar(settings: Settings) -> StepReport:
     return report
 
 
-def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport:
+def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = "") -> StepReport:
     """Plan each stock of the bucket against the store and leave the bars its plan needs.
 
     Unchanged stocks are not even read; appended stocks keep only the tail their columns' history
-    needs; new, restated or damaged stocks keep their whole history.
+    needs; new, restated or damaged stocks keep their whole history. The plans are made without the
+    bucket lock and re-checked under it by `write_bucket`. `run` names the run's own work folder.
     """
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
@@ -115,37 +120,12 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
     folder = scan_folder(settings.parquet_data_path)
     codes = codes_in_bucket(folder.files, bucket, settings.batches)
     fingerprints = file_fingerprints(folder.files, codes)
-    need = max(history_need(i) for i in registry.all())
     repairs = marked_for_repair(layout, bucket)
-    bars, plans, quality, errors = {}, {}, {}, []
     progress = Progress(f"{bucket} bars", len(codes), log)
-    for code in codes:
-        progress.advance()
-        loaded: BucketBars = BucketBars()
-
-        def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
-            result = load_bars(
-                folder.files, [code], calendar, lambda path, stock: read_stock_cached(path, stock, fingerprints[stock])
-            )
-            loaded.errors.extend(result.errors)
-            loaded.inputs.update(result.inputs)
-            if code not in result.bars:
-                raise _Unreadable(code)
-            return result.bars[code]
-
-        try:
-            plan, stock_bars = plan_stock(layout, registry, code, fingerprints[code], calendar, load, repairs.get(code))
-        except _Unreadable:  # skipped with its InputError; whatever the store holds stays as it is
-            errors.extend(str(e) for e in loaded.errors)
-            continue
-        quality.update({c: dict(s.quality) for c, s in loaded.inputs.items()})
-        plans[code] = plan
-        if stock_bars is not None:
-            update = plan.update
-            if update is not None and update.new_from is not None and not update.stale:
-                stock_bars = stock_bars.iloc[tail_start(stock_bars, update.new_from, need) :]
-            bars[code] = stock_bars
-    work = intermediates.bucket_dir(settings.work_path, bucket)
+    bars, plans, quality, errors = _plan_stocks(
+        layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance
+    )
+    work = intermediates.bucket_dir(settings.work_path, bucket, run)
     intermediates.write_frames(intermediates.frames_path(work, "bars"), bars)
     notes = {
         "fingerprints": fingerprints,
@@ -170,21 +150,62 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
     return report
 
 
-def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log) -> StepReport:
+def _plan_stocks(
+    layout: StoreLayout,
+    registry: Registry,
+    calendar: pd.DatetimeIndex,
+    files: Mapping[str, Path],
+    codes: list[str],
+    fingerprints: Mapping[str, str],
+    repairs: Mapping[str, str],
+    advance=lambda: None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, StockPlan], dict[str, dict], list[str]]:
+    """Each stock's plan against what the store holds now, and the bars it needs (bars, plans, quality, errors)."""
+    need = max(history_need(i) for i in registry.all())
+    bars, plans, quality, errors = {}, {}, {}, []
+    for code in codes:
+        advance()
+        loaded: BucketBars = BucketBars()
+
+        def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
+            result = load_bars(
+                files, [code], calendar, lambda path, stock: read_stock_cached(path, stock, fingerprints[stock])
+            )
+            loaded.errors.extend(result.errors)
+            loaded.inputs.update(result.inputs)
+            if code not in result.bars:
+                raise _Unreadable(code)
+            return result.bars[code]
+
+        try:
+            plan, stock_bars = plan_stock(layout, registry, code, fingerprints[code], calendar, load, repairs.get(code))
+        except _Unreadable:  # skipped with its InputError; whatever the store holds stays as it is
+            errors.extend(str(e) for e in loaded.errors)
+            continue
+        quality.update({c: dict(s.quality) for c, s in loaded.inputs.items()})
+        plans[code] = plan
+        if stock_bars is not None:
+            update = plan.update
+            if update is not None and update.new_from is not None and not update.stale:
+                stock_bars = stock_bars.iloc[tail_start(stock_bars, update.new_from, need) :]
+            bars[code] = stock_bars
+    return bars, plans, quality, errors
+
+
+def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log, run: str = "") -> StepReport:
     """Compute one family for the bucket's stocks and leave its columns as an intermediate."""
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
     calendar = read_working_calendar(layout)
-    work = intermediates.bucket_dir(settings.work_path, bucket)
+    work = intermediates.bucket_dir(settings.work_path, bucket, run)
     bars = intermediates.read_frames(intermediates.frames_path(work, "bars"))
     plans = _plans(work)
     updates = {code: plans[code].update for code in bars}
     log(f"{bucket} {family}: computing {len(bars)} stocks ({sum(u is None for u in updates.values())} in full)")
-    result = compute_family_update(family, bars, calendar, updates)
+    result, notes = _compute_family(family, bars, calendar, plans)
     intermediates.write_frames(intermediates.frames_path(work, family), result.frames)
-    errors = [str(e) for e in result.errors]
-    nan_shares = _nan_shares(bars, result.frames)
-    notes = {"errors": errors, "state": result.state, "nan_share": nan_shares}
+    errors = notes["errors"]
+    nan_shares = notes["nan_share"]
     intermediates.write_notes(work / f"{family}.json", notes)
     seconds = time.perf_counter() - started
     rows = sum(len(f) for f in result.frames.values())
@@ -212,17 +233,35 @@ def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log
     return report
 
 
-def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log: Log = no_log) -> StepReport:
+def _compute_family(
+    family: str, bars: dict[str, pd.DataFrame], calendar: pd.DatetimeIndex, plans: Mapping[str, StockPlan]
+):
+    """One family's result for these stocks by their plans, and the notes the store step reads."""
+    result = compute_family_update(family, bars, calendar, {code: plans[code].update for code in bars})
+    notes = {
+        "errors": [str(e) for e in result.errors],
+        "state": result.state,
+        "nan_share": _nan_shares(bars, result.frames),
+    }
+    return result, notes
+
+
+def write_bucket(
+    settings: Settings, bucket: str, families: tuple[str, ...], log: Log = no_log, run: str = ""
+) -> StepReport:
     """Merge the bucket's bars and family columns and write each stock by its plan.
 
     Checks the free disk space first (a clear error, nothing written) and holds the bucket's lock
-    while writing, so a second writer of the same bucket, on any host, stops with the holder's name.
+    while writing; a second writer of the same bucket, on any host, waits for it (`LOCK_WAIT`). Under
+    the lock each plan is re-checked against the store: a stock another run wrote since the plan was
+    made is planned again from what is stored now (usually: nothing left to do), so two runs at once
+    never append the same days twice.
     """
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
     registry = load_registry()
     calendar = read_working_calendar(layout)
-    work = intermediates.bucket_dir(settings.work_path, bucket)
+    work = intermediates.bucket_dir(settings.work_path, bucket, run)
     bars = intermediates.read_frames(intermediates.frames_path(work, "bars"))
     notes = intermediates.read_notes(work / "bars.json")
     plans = _plans(work)
@@ -234,8 +273,20 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
     need = sum(stock_write_bytes(len(b), columns) for c, b in bars.items() if plans[c].mode != "skip")
     ensure_free_space(layout.root, need, f"write bucket {bucket}")
     version = input_version(notes.get("fingerprints", {}))
-    with bucket_lock(layout.root, bucket):
+    with bucket_lock(layout.root, bucket, wait=LOCK_WAIT) as lock:
+        if lock.waited:
+            log(f"{bucket} store: waited {lock.waited:.1f}s for the bucket lock held by {lock.waited_for}")
         family_frames = {f: intermediates.read_frames(intermediates.frames_path(work, f)) for f in families}
+        meanwhile = [c for c, plan in plans.items() if plan.stored != stored_digest(read_stock_meta(layout, c))]
+        if meanwhile:
+            redone = _replan_written_meanwhile(
+                settings, bucket, calendar, meanwhile, notes, plans, bars, family_frames, family_notes
+            )
+            log(
+                f"{bucket} store: {len(meanwhile)} stocks were written by another run since this run planned them; "
+                f"planned again under the lock: {len(meanwhile) - redone} already current (nothing to do), "
+                f"{redone} recomputed"
+            )
         written, failed = [], 0
         progress = Progress(f"{bucket} store", len(bars), log)
 
@@ -256,9 +307,10 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
             return outcome, time.perf_counter() - stock_started
 
         # Threads, because creating a file costs a disk round trip that several writers overlap (each
-        # stock has its own folder); the outcomes are reported here, in the bucket's order. pandas builds
-        # an index's lookup table on first use, and two threads building it at once can miss a date.
+        # stock has its own folder); the outcomes are reported here, in the bucket's order.
         if len(calendar):
+            # pandas builds an index's lookup table lazily, and not thread-safely: threads that build it
+            # at once can raise KeyError for a date it holds (pandas#21150, #28439). Build it here, once.
             calendar.get_loc(calendar[0])
         with ThreadPoolExecutor(WRITER_THREADS) as pool:
             for code, (outcome, seconds) in zip(bars, pool.map(write_one, bars), strict=True):
@@ -293,9 +345,52 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
         "first_date": min((w.first_date for w in written), default=None),
         "last_date": max((w.last_date for w in written), default=None),
         "missing_columns": sum(len(w.missing_columns) for w in written),
+        "stocks_written_by_another_run": len(meanwhile),
+        "lock_waited_seconds": round(lock.waited, 1),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if run and not failed:  # the run's frames are spent; its notes stay for the summary and audits
+        for path in work.glob(f"*{intermediates.FRAMES_SUFFIX}"):
+            path.unlink(missing_ok=True)
     return report
+
+
+def _replan_written_meanwhile(
+    settings: Settings,
+    bucket: str,
+    calendar: pd.DatetimeIndex,
+    codes: list[str],
+    notes: dict,
+    plans: dict[str, StockPlan],
+    bars: dict[str, pd.DataFrame],
+    family_frames: dict[str, dict[str, pd.DataFrame]],
+    family_notes: dict[str, dict],
+) -> int:
+    """Plan `codes` again against what is stored now and recompute what they need, in place; how many
+    still needed a write. Called under the bucket lock, so what is stored cannot change meanwhile."""
+    layout = StoreLayout(settings.qlib_data_path)
+    registry = load_registry()
+    files = scan_folder(settings.parquet_data_path).files
+    present = [code for code in codes if code in files and code in notes["fingerprints"]]
+    fingerprints = {code: notes["fingerprints"][code] for code in present}
+    new_bars, new_plans, quality, _errors = _plan_stocks(
+        layout, registry, calendar, files, present, fingerprints, marked_for_repair(layout, bucket)
+    )
+    for code in codes:
+        bars.pop(code, None)
+        plans.pop(code, None)
+        for frames in family_frames.values():
+            frames.pop(code, None)
+    plans.update(new_plans)
+    bars.update(new_bars)
+    notes.setdefault("quality", {}).update(quality)
+    for family in family_frames:
+        result, extra = _compute_family(family, new_bars, calendar, plans)
+        family_frames[family].update(result.frames)
+        for key in ("state", "nan_share"):
+            family_notes[family].setdefault(key, {}).update(extra[key])
+        family_notes[family].setdefault("errors", []).extend(extra["errors"])
+    return len(new_bars)
 
 
 def build_manifest(settings: Settings) -> StepReport:

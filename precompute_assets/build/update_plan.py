@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -34,6 +36,9 @@ class StockPlan:
     mode: Mode
     reason: str
     update: StockUpdate | None = None
+    stored: str = ""
+    """`stored_digest` of the `_stock.json` the plan was made against; the writer re-checks it under the
+    bucket lock, since another run may have written the stock in between."""
 
     def to_notes(self) -> dict:
         update = self.update or StockUpdate()
@@ -44,13 +49,19 @@ class StockPlan:
             "new_from": new_from,
             "stale": sorted(update.stale),
             "carry": dict(update.carry),
+            "stored": self.stored,
         }
 
     @classmethod
     def from_notes(cls, code: str, notes: dict) -> StockPlan:
         new_from = None if notes["new_from"] is None else pd.Timestamp(notes["new_from"])
         update = StockUpdate(new_from, frozenset(notes["stale"]), notes["carry"]) if notes["mode"] == "update" else None
-        return cls(code, notes["mode"], notes["reason"], update)
+        return cls(code, notes["mode"], notes["reason"], update, notes.get("stored", ""))
+
+
+def stored_digest(meta: dict | None) -> str:
+    """A digest of a stock's `_stock.json` ("" when the stock is not stored): it changes with every write."""
+    return "" if meta is None else hashlib.sha1(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def plan_stock(
@@ -67,6 +78,20 @@ def plan_stock(
     `repair` is why a check marked the stock damaged (a same-size overwrite only a checksum sees).
     """
     meta = read_stock_meta(layout, code)
+    plan, bars = _plan(layout, registry, code, fingerprint, calendar, load_bars, repair, meta)
+    return replace(plan, stored=stored_digest(meta)), bars
+
+
+def _plan(
+    layout: StoreLayout,
+    registry: Registry,
+    code: str,
+    fingerprint: str,
+    calendar: pd.DatetimeIndex,
+    load_bars: Callable[[], pd.DataFrame],
+    repair: str | None,
+    meta: dict | None,
+) -> tuple[StockPlan, pd.DataFrame | None]:
     if meta is None:
         return StockPlan(code, "full", "new stock"), load_bars()
     if repair:

@@ -11,12 +11,17 @@ a second `make run` on the same input finishes quickly and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 from dagster import DagsterInstance, JobDefinition, execute_job, reconstructable
 
@@ -24,6 +29,8 @@ from precompute_assets.build import intermediates
 from precompute_assets.build.bucket_state import INPUT_CHANGED
 from precompute_assets.build.freshness import stale_buckets
 from precompute_assets.defs.partitions import stock_buckets
+from precompute_assets.defs.precompute.check_status import unfinished_store_checks
+from precompute_assets.defs.run_workers import WORKER_TAG, mark_dead_runs, worker_tag
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.settings import Settings
@@ -63,10 +70,29 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def run_job(target, buckets: tuple[str, ...] = ()) -> bool:
-    """One Dagster run on the persistent instance; True when it succeeded (its logs are in the UI).
+    """One Dagster run on the persistent instance; True when it succeeded (its logs are in the UI)."""
+    return run_job_outcome(target, buckets).success
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished run: did it succeed, its id (its work folder), and what its store step reported."""
+
+    success: bool
+    run_id: str
+    store: dict[str, float]
+
+
+def run_bucket_job(buckets: tuple[str, ...]) -> RunOutcome:
+    return run_job_outcome(bucket_job, buckets)
+
+
+def run_job_outcome(target, buckets: tuple[str, ...] = ()) -> RunOutcome:
+    """One Dagster run on the persistent instance, tagged with the process executing it.
 
     Several buckets go in one run as a partition range: the assets loop over them in one process,
-    which saves a run's start-up (about 5 s) per bucket.
+    which saves a run's start-up (about 5 s) per bucket. The worker tag lets the next `make run` and
+    the daemon mark the run failed if this process is killed (`run_workers`).
     """
     warnings.filterwarnings("ignore", category=UserWarning)
     if len(buckets) == 1:
@@ -75,35 +101,54 @@ def run_job(target, buckets: tuple[str, ...] = ()) -> bool:
         tags = {"dagster/asset_partition_range_start": buckets[0], "dagster/asset_partition_range_end": buckets[-1]}
     else:
         tags = {}
+    tags[WORKER_TAG] = worker_tag()
     with (
         DagsterInstance.get() as instance,
         execute_job(reconstructable(target), instance, tags=tags, run_config=QUIET) as result,
     ):
-        return result.success
+        store: dict[str, float] = {}
+        for event in result.get_asset_materialization_events():
+            if event.asset_key is not None and event.asset_key.path == ["qlib_store"]:
+                for key in STORE_NOTES:
+                    entry = event.materialization.metadata.get(key)
+                    # a range run records its merged report on each of its partitions: take it once
+                    store[key] = max(store.get(key, 0), entry.value if entry is not None else 0)
+        return RunOutcome(result.success, result.run_id, store)
+
+
+STORE_NOTES = ("stocks_written", "stocks_written_by_another_run", "lock_waited_seconds")
 
 
 def main(workers: int = 2) -> int:
     settings = Settings.from_env()
     started = time.perf_counter()
     print(f"input {settings.parquet_data_path}  ->  store {settings.qlib_data_path}  ({settings.batches} buckets)")
+    with _instance_created_once() as instance:
+        for run_id, reason in mark_dead_runs(instance):
+            print(f"run {run_id} marked FAILURE: {reason}")
     if not run_job(calendar_job):
         print("calendar run failed; see the Dagster UI (make dev) for its logs")
         return 1
     todo = {bucket: stale.reason for bucket, stale in stale_buckets(settings).items()}
+    with DagsterInstance.get() as instance:
+        for bucket, run_id in unfinished_store_checks(instance).items():
+            todo.setdefault(bucket, f"checks of run {run_id[:8]} did not finish")
     print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
-    failed = []
+    failed, runs = [], {}
     groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), buckets_per_run(todo, workers))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, bucket_job, group): group for group in groups}
+        futures = {pool.submit(run_bucket_job, group): group for group in groups}
         for done, future in enumerate(as_completed(futures), start=1):
             group = futures[future]
-            ok = future.result()
-            failed += [] if ok else list(group)
+            outcome = future.result()
+            runs.update(dict.fromkeys(group, outcome.run_id))
+            failed += [] if outcome.success else list(group)
             elapsed = time.perf_counter() - started
             eta = elapsed / done * (len(futures) - done)
             name = group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}"
             print(
-                f"[{done}/{len(futures)}] {name} {'ok' if ok else 'FAILED'}  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
+                f"[{done}/{len(futures)}] {name} {'ok' if outcome.success else 'FAILED'}{_store_note(outcome)}"
+                f"  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
             )
     if not run_job(manifest_job):
         failed.append("manifest")
@@ -112,8 +157,41 @@ def main(workers: int = 2) -> int:
         print("every check passed: backing up the store (PRECOMPUTE_BACKUP_AFTER_RUN=0 to skip)")
         if not run_job(backup_job):
             failed.append("backup")
-    _summary(settings, sorted(todo), failed, time.perf_counter() - started)
+    _summary(settings, runs, failed, time.perf_counter() - started)
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _instance_created_once() -> Iterator[DagsterInstance]:
+    """The instance, opened first under a file lock in DAGSTER_HOME: two `make run` started at once on a
+    new home would both create its SQLite databases, and Dagster's migration check then fails on the
+    doubled schema version ("more than one head present")."""
+    home = Path(os.environ.get("DAGSTER_HOME", ".dagster_home"))
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".make_run.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            instance = DagsterInstance.get()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    with instance:
+        yield instance
+
+
+def _store_note(outcome: RunOutcome) -> str:
+    """What a run's store step says about another run writing the same buckets at the same time."""
+    waited, meanwhile = (
+        outcome.store.get("lock_waited_seconds", 0),
+        outcome.store.get("stocks_written_by_another_run", 0),
+    )
+    notes = []
+    if waited:
+        notes.append(f"waited {waited:.0f}s for another run writing these buckets")
+    if meanwhile:
+        notes.append(f"{meanwhile:.0f} stocks already written by it")
+        if not outcome.store.get("stocks_written"):
+            notes.append("nothing left to do")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def buckets_per_run(todo: dict[str, str], workers: int) -> int:
@@ -146,12 +224,14 @@ def _reasons(todo: dict[str, str]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in counts.items())
 
 
-def _summary(settings: Settings, built: list[str], failed: list[str], seconds: float) -> None:
+def _summary(settings: Settings, runs: dict[str, str], failed: list[str], seconds: float) -> None:
+    """`runs`: each bucket built, with the run that built it (its notes are in that run's work folder)."""
     layout = StoreLayout(settings.qlib_data_path)
     version = read_json(layout.data_version_path)
+    built = sorted(runs)
     skipped = []
     for bucket in built:
-        work = intermediates.bucket_dir(settings.work_path, bucket)
+        work = intermediates.bucket_dir(settings.work_path, bucket, runs[bucket])
         skipped += intermediates.read_notes(work / "bars.json").get("errors", [])
         for family in FAMILIES:
             skipped += intermediates.read_notes(work / f"{family}.json").get("errors", [])

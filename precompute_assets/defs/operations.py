@@ -10,10 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from dagster import (
-    AssetCheckSeverity,
     AssetExecutionContext,
     Config,
-    DagsterInstance,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -25,11 +23,7 @@ from dagster import (
     op,
 )
 
-# Dagster 1.13 exports no public names for a check record's status or a partition filter of check history
-from dagster._core.event_api import PartitionKeyFilter
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
-from precompute_assets.defs.precompute.checks import STORE_CHECKS
+from precompute_assets.defs.precompute.check_status import failed_store_checks
 from precompute_assets.defs.precompute.manifest import store_manifest
 from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.operations.backup import create_backup, prune_backups
@@ -54,26 +48,6 @@ class RestoreConfig(Config):
 
 class CleanupConfig(Config):
     dry_run: bool = False
-
-
-def failed_store_checks(instance: DagsterInstance) -> list[str]:
-    """`<check> on <bucket>` for every bucket whose latest store check failed with ERROR or did not finish."""
-    storage = instance.event_log_storage
-    keys = [key for check in STORE_CHECKS for key in check.check_keys]
-    failed = []
-    for info in storage.get_asset_check_partition_info(keys):
-        where = f"{info.check_key.name} on {info.partition_key}"
-        if info.latest_execution_status == AssetCheckExecutionRecordStatus.PLANNED:
-            run = instance.get_run_by_id(info.latest_planned_run_id)
-            failed.append(f"{where} ({'still running' if run and not run.is_finished else 'did not finish'})")
-        elif info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED:
-            latest = storage.get_asset_check_execution_history(
-                info.check_key, limit=1, partition_filter=PartitionKeyFilter(key=info.partition_key)
-            )
-            evaluation = latest[0].evaluation if latest else None
-            if evaluation is None or evaluation.severity == AssetCheckSeverity.ERROR:
-                failed.append(where)
-    return sorted(failed)
 
 
 def operations_config(precompute: PrecomputeSettings, backup_path: str = "", keep: int = 0) -> OperationsConfig:

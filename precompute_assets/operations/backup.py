@@ -62,10 +62,8 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
     need += sum(_stock_bytes(layout, code) for code in codes)
     ensure_free_space(config.backup_path, need, f"back up {layout.root}")
     calendars_before = _calendar_text(layout)
-    name = _free_name(config.backup_path, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
-    staging = config.backup_path / f".{name}.partial"
+    name, staging = _claim_name(config.backup_path, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     try:
-        staging.mkdir(parents=True)
         copy_shared(layout.root, staging)
         target = StoreLayout(staging)
         calendars = StoreCalendars.read(target)
@@ -152,9 +150,18 @@ def _stock_bytes(layout: StoreLayout, code: str) -> int:
         return 0
 
 
-def _free_name(folder: Path, name: str) -> str:
+def _claim_name(folder: Path, name: str) -> tuple[str, Path]:
+    """A backup name no other backup has, and its staging folder, created here: two backups started in
+    the same second (two `make run` at once) each get their own and never remove the other's."""
+    folder.mkdir(parents=True, exist_ok=True)
     candidate, n = name, 1
-    while (folder / candidate).exists():
+    while True:
+        staging = folder / f".{candidate}.partial"
+        if not (folder / candidate).exists():
+            try:
+                staging.mkdir()
+                return candidate, staging
+            except FileExistsError:
+                pass
         n += 1
         candidate = f"{name}-{n}"
-    return candidate

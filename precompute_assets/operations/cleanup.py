@@ -129,8 +129,14 @@ def _intermediates(settings: Settings, now: float, retention: float, stale_after
     held = held_locks(settings.qlib_data_path, stale_after)
     for bucket_dir in sorted(p for p in settings.work_path.iterdir() if p.is_dir()):
         newest = max((_mtime(p) for p in bucket_dir.rglob("*")), default=_mtime(bucket_dir))
-        if f"bucket-{bucket_dir.name}" not in held and now - newest > retention:
+        if f"bucket-{bucket_dir.name}" in held:
+            continue
+        if now - newest > retention:
             yield "intermediates", bucket_dir
+            continue
+        for run_dir in sorted(p for p in bucket_dir.iterdir() if p.is_dir()):  # one folder per run
+            if now - max((_mtime(p) for p in run_dir.rglob("*")), default=_mtime(run_dir)) > retention:
+                yield "intermediates", run_dir
 
 
 def _locks(layout: StoreLayout) -> list[Path]:

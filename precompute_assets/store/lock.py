@@ -27,6 +27,7 @@ from precompute_assets.store.errors import OperationError
 LOCK_DIR = ".locks"
 STORE = "store"
 STALE_AFTER = 600.0
+WAIT_POLL = 0.5
 UNWRITTEN_GRACE = 30.0
 """A lock file without its owner yet may be in the middle of being written; older, it is a crash's leftover."""
 
@@ -105,17 +106,39 @@ class StoreLock:
         purpose: str = "",
         stale_after: float = STALE_AFTER,
         excludes: Callable[[str], bool] = lambda other: False,
+        wait: float = 0.0,
     ) -> None:
         self.name = name
+        self.wait = wait
         self.purpose = purpose
         self.stale_after = stale_after
         self.excludes = excludes
         self.path = lock_dir(root) / f"{name}.lock"
         self.owner: LockOwner | None = None
+        self.waited = 0.0
+        """Seconds `acquire(wait=...)` spent waiting for another holder."""
+        self.waited_for: LockOwner | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
-    def acquire(self) -> StoreLock:
+    def acquire(self, wait: float = 0.0) -> StoreLock:
+        """Take the lock; while another live writer holds it, wait up to `wait` seconds, then refuse.
+
+        Waiting is for writers that would only redo the holder's work (two runs of one bucket): once
+        they hold the lock they re-check the store, so queueing behind the holder is safe.
+        """
+        started = time.monotonic()
+        while True:
+            try:
+                return self._acquire_once()
+            except LockHeldError as held:
+                if time.monotonic() - started >= wait:
+                    raise
+                self.waited_for = held.owner or self.waited_for
+                time.sleep(min(WAIT_POLL, max(wait - (time.monotonic() - started), 0.01)))
+                self.waited = time.monotonic() - started
+
+    def _acquire_once(self) -> StoreLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
             try:
@@ -144,7 +167,7 @@ class StoreLock:
         self.owner = None
 
     def __enter__(self) -> StoreLock:
-        return self.acquire()
+        return self.acquire(self.wait)
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -185,10 +208,16 @@ class StoreLock:
                 return
 
 
-def bucket_lock(root: Path, bucket: str, *, purpose: str = "", stale_after: float = STALE_AFTER) -> StoreLock:
-    """The lock a bucket's writer holds while it commits stocks; it also keeps a restore out."""
+def bucket_lock(
+    root: Path, bucket: str, *, purpose: str = "", stale_after: float = STALE_AFTER, wait: float = 0.0
+) -> StoreLock:
+    """The lock a bucket's writer holds while it commits stocks; it also keeps a restore out.
+
+    `wait`: seconds a `with` block waits for another holder before it refuses."""
     name, purpose = f"bucket-{bucket}", purpose or f"writing bucket {bucket}"
-    return StoreLock(root, name, purpose=purpose, stale_after=stale_after, excludes=lambda other: other == STORE)
+    return StoreLock(
+        root, name, purpose=purpose, stale_after=stale_after, excludes=lambda other: other == STORE, wait=wait
+    )
 
 
 def store_lock(root: Path, *, purpose: str, stale_after: float = STALE_AFTER) -> StoreLock:

@@ -6,7 +6,7 @@ from precompute_assets.build.pipeline import build_bars
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.calendar import trading_calendar
 from precompute_assets.defs.precompute.input_source import stock_parquet_files
-from precompute_assets.defs.precompute.reporting import materialize_buckets
+from precompute_assets.defs.precompute.reporting import materialize_buckets, work_run
 from precompute_assets.defs.precompute.retries import BUCKET_RETRIES
 from precompute_assets.defs.resources import PrecomputeSettings
 
@@ -19,4 +19,6 @@ from precompute_assets.defs.resources import PrecomputeSettings
     description="Cleaned daily bars of the bucket's stocks, aligned to the calendar (an intermediate).",
 )
 def stock_bars(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
-    return materialize_buckets(context, lambda bucket: build_bars(precompute.settings, bucket, context.log.info))
+    return materialize_buckets(
+        context, lambda bucket: build_bars(precompute.settings, bucket, context.log.info, work_run(context))
+    )

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 from precompute_assets.build.pipeline import build_family
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.bars import stock_bars
-from precompute_assets.defs.precompute.reporting import materialize_buckets
+from precompute_assets.defs.precompute.reporting import materialize_buckets, work_run
 from precompute_assets.defs.precompute.retries import BUCKET_RETRIES
 from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.indicators.catalog import family_code_version, load_registry
@@ -31,7 +31,8 @@ def build_family_asset(family: str) -> AssetsDefinition:
     )
     def _family(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
         return materialize_buckets(
-            context, lambda bucket: build_family(precompute.settings, bucket, family, context.log.info)
+            context,
+            lambda bucket: build_family(precompute.settings, bucket, family, context.log.info, work_run(context)),
         )
 
     return _family

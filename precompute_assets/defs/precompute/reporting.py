@@ -27,6 +27,12 @@ def materialize_buckets(context: AssetExecutionContext, step: Callable[[str], St
     return to_result(merged)
 
 
+def work_run(context: AssetExecutionContext) -> str:
+    """The run whose work folder the bucket steps share: the root of a re-execution, so a run re-executed
+    from its failed step reads the intermediates the steps before it left."""
+    return context.run.root_run_id or context.run_id
+
+
 def to_result(report: StepReport) -> MaterializeResult:
     metadata = {key: value for key, value in report.metadata.items() if value is not None}
     metadata["skipped"] = MetadataValue.md("\n".join(f"- {e}" for e in report.errors) or "none")

@@ -1,6 +1,7 @@
 """The sensor that keeps the store current: one run per changed bucket, each bucket state requested once."""
 
 import json
+from dataclasses import replace
 
 from dagster import (
     AssetKey,
@@ -20,8 +21,10 @@ from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.build.freshness import StaleBucket, stale_buckets
 from precompute_assets.build.pipeline import bucket_input_versions
 from precompute_assets.defs.partitions import stock_buckets
+from precompute_assets.defs.precompute.check_status import unfinished_store_checks
 from precompute_assets.defs.precompute.jobs import update_job
 from precompute_assets.defs.resources import PrecomputeSettings
+from precompute_assets.defs.run_workers import died, mark_dead_runs
 
 
 def bucket_run_request(stale: StaleBucket) -> RunRequest:
@@ -56,6 +59,39 @@ def buckets_with_unfinished_runs(context: SensorEvaluationContext) -> set[str]:
     return busy
 
 
+RETRIES_AFTER_DEAD_RUNS = 3
+"""Dead runs in a row after which a bucket is not requested again (a worker killed every time, e.g. OOM)."""
+
+
+def with_dead_runs(context: SensorEvaluationContext, stale: dict[str, StaleBucket], cursor: dict) -> list[StaleBucket]:
+    """The stale buckets, with the state of each bucket whose last requested run died requested again.
+
+    A run key names a bucket's state and is requested once; a run whose process died did not build
+    that state, so the key gets the dead run's id. A bucket whose checks were planned by a dead run
+    was stored but never validated: it is stale too.
+    """
+    instance = context.instance
+    stale = dict(stale)
+    for bucket, run_id in unfinished_store_checks(instance).items():
+        run = instance.get_run_by_id(run_id)
+        if bucket not in stale and run is not None and died(instance, run):
+            reason = f"checks of run {run_id[:8]} did not finish"
+            stale[bucket] = StaleBucket(bucket, reason, "", f"{bucket}:checks-of-{run_id}")
+    result = []
+    for bucket, entry in stale.items():
+        requested = cursor["requested"].get(bucket, "")
+        if requested.split(":after-")[0] == entry.run_key:
+            entry = replace(entry, run_key=requested)  # this state was requested: once, unless its run died
+            runs = instance.get_runs(RunsFilter(tags={"dagster/partition": bucket}), limit=RETRIES_AFTER_DEAD_RUNS)
+            if runs and not requested.endswith(f":after-{runs[0].run_id}") and died(instance, runs[0]):
+                if len(runs) == RETRIES_AFTER_DEAD_RUNS and all(died(instance, r) for r in runs):
+                    context.log.error(f"{bucket}: its last {len(runs)} runs died; not requesting it again")
+                else:
+                    entry = replace(entry, run_key=f"{requested.split(':after-')[0]}:after-{runs[0].run_id}")
+        result.append(entry)
+    return result
+
+
 @sensor(
     job=update_job,
     default_status=DefaultSensorStatus.RUNNING,
@@ -74,8 +110,10 @@ def parquet_input_sensor(context: SensorEvaluationContext, precompute: Precomput
         if cursor["observed"].get(bucket) != version
     ]
     cursor["observed"] = versions
+    for run_id, reason in mark_dead_runs(context.instance):  # before `busy`: a dead run holds no bucket
+        context.log.warning(f"run {run_id} marked FAILURE: {reason}")
     busy = buckets_with_unfinished_runs(context)
-    stale = [s for s in stale_buckets(settings).values() if s.bucket not in busy]
+    stale = [s for s in with_dead_runs(context, stale_buckets(settings), cursor) if s.bucket not in busy]
     new = [s for s in stale if cursor["requested"].get(s.bucket) != s.run_key]
     cursor["requested"].update({s.bucket: s.run_key for s in new})
     if new:

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from precompute_assets.build.pipeline import write_bucket
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.families import family_assets
-from precompute_assets.defs.precompute.reporting import materialize_buckets
+from precompute_assets.defs.precompute.reporting import materialize_buckets, work_run
 from precompute_assets.defs.precompute.retries import BUCKET_RETRIES
 from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.indicators.registry import FAMILIES
@@ -20,5 +20,5 @@ from precompute_assets.indicators.registry import FAMILIES
 )
 def qlib_store(context: AssetExecutionContext, precompute: PrecomputeSettings) -> MaterializeResult:
     return materialize_buckets(
-        context, lambda bucket: write_bucket(precompute.settings, bucket, FAMILIES, context.log.info)
+        context, lambda bucket: write_bucket(precompute.settings, bucket, FAMILIES, context.log.info, work_run(context))
     )
