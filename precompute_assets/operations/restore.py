@@ -56,7 +56,7 @@ def restore_backup(settings: Settings, config: OperationsConfig, ref: str | Path
     if damaged:
         raise RestoreError(f"backup {source.root} is damaged, choose another one: {'; '.join(damaged[:3])}")
     root = settings.qlib_data_path
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _free_stamp(root, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     with store_lock(root, purpose=f"restoring {source.root.name}", stale_after=config.stale_lock_seconds):
         ensure_free_space(root.parent, tree_bytes(source.root), f"restore {source.root.name}")
         staging = root.parent / f".{root.name}.restoring-{stamp}"
@@ -72,6 +72,15 @@ def restore_backup(settings: Settings, config: OperationsConfig, ref: str | Path
     if previous is not None:
         shutil.rmtree(previous / LOCK_DIR, ignore_errors=True)
     return RestoreReport(source.root, len(codes), previous)
+
+
+def _free_stamp(root: Path, stamp: str) -> str:
+    """A stamp no kept or half-restored store uses yet (two restores may fall in the same second)."""
+    candidate, n = stamp, 1
+    while any(root.parent.glob(f".{root.name}.*-{candidate}")):
+        n += 1
+        candidate = f"{stamp}-{n}"
+    return candidate
 
 
 def _rebuild(source: StoreLayout, target: StoreLayout, stamp: str) -> list[str]:
