@@ -19,17 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from precompute_assets.build.buckets import bucket_of
-from precompute_assets.operations.backup_increments import StockBackup, StockChanged, StockRecord, backup_stock
+from precompute_assets.operations.backup_increments import StockBackup, StockChanged, backup_stock
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.store_copy import copy_shared, shared_entries, stock_files
+from precompute_assets.operations.store_copy import copy_shared, shared_entries
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import calendar_fingerprint
 from precompute_assets.store.disk_space import disk_bytes, ensure_free_space, tree_bytes
 from precompute_assets.store.errors import OperationError
-from precompute_assets.store.layout import BIN_SUFFIX, StoreLayout
+from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
-from precompute_assets.store.stock_commit import stored_codes
-from precompute_assets.validation.integrity import StoreCalendars, stock_problems
+from precompute_assets.store.stock_commit import read_stock_meta, stored_codes
+from precompute_assets.validation.integrity import StoreCalendars
 
 BACKUP_META = "backup.json"
 COPY_ATTEMPTS = 3
@@ -85,13 +85,14 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         staging.mkdir(parents=True)
         copy_shared(layout.root, staging)
         target = StoreLayout(staging)
-        calendars = StoreCalendars.read(target)
         written = StockBackup()
         for code in codes:
-            done = _backup_verified(layout, target, code, calendars, settings.batches, previous, name)
+            done = _backup_verified(layout, target, code, settings.batches, previous, name)
             for key, value in done.__dict__.items():
                 setattr(written, key, getattr(written, key) + value)
-        written.new_bytes += sum(tree_bytes(p) for p in shared_entries(staging))
+        shared_bytes = sum(tree_bytes(p) for p in shared_entries(staging))
+        written.new_bytes += shared_bytes
+        written.bytes += shared_bytes
         if _calendar_text(layout) != calendars_before:
             raise BackupError("the store's calendar changed while it was being backed up (a run wrote it); run again")
         data_version = read_json(layout.data_version_path)
@@ -99,7 +100,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": str(layout.root.resolve()),
             "stocks": len(codes),
-            "bytes": tree_bytes(staging),
+            "bytes": written.bytes,
             "data_version": data_version.get("version"),
             "input_version": data_version.get("input_version"),
             "date_range": data_version.get("date_range"),
@@ -162,7 +163,6 @@ def _backup_verified(
     layout: StoreLayout,
     target: StoreLayout,
     code: str,
-    calendars: StoreCalendars,
     batches: int,
     previous: BackupInfo | None,
     name: str,
@@ -176,9 +176,7 @@ def _backup_verified(
         shutil.rmtree(folder, ignore_errors=True)
         try:
             version = layout.stock_dir(code).resolve(strict=True)
-            problems = stock_problems(layout, code, calendars, verify_crc=False)
-            if not problems:
-                return backup_stock(version, folder, previous_dir, name)
+            return backup_stock(version, folder, previous_dir, name)
         except (FileNotFoundError, StockChanged) as exc:  # its version was replaced (and dropped) meanwhile
             problems = [str(exc)]
         except ValueError as exc:
@@ -195,16 +193,15 @@ def _calendar_text(layout: StoreLayout) -> str:
 
 
 def _stock_bytes(layout: StoreLayout, code: str, previous: BackupInfo | None) -> int:
-    """What backing the stock up may write: its files, less what the previous backup holds of them."""
-    try:
-        sizes = {p.name: p.stat().st_size for p in stock_files(layout, code)}
-    except FileNotFoundError:  # a dangling link: the copy names the damage
+    """What backing the stock up may write: its recorded files, less what the previous backup holds of them."""
+    meta = read_stock_meta(layout, code)
+    if meta is None:  # unreadable: the backup names the damage
         return 0
-    record = StockRecord.read(previous.path / "features" / code.lower()) if previous is not None else None
-    if record is None:
-        return sum(sizes.values())
-    held = {f"{name}{BIN_SUFFIX}": entry.size for name, entry in record.fields.items()}
-    return sum(size - held[name] if size >= held.get(name, size + 1) else size for name, size in sizes.items())
+    held = read_stock_meta(StoreLayout(previous.path), code) if previous is not None else None
+    held_sizes = {name: size for name, (size, _crc) in (held or {}).get("files", {}).items()}
+    sizes = {name: size for name, (size, _crc) in meta["files"].items()}
+    grown = sum(size - held_sizes[n] if size >= held_sizes.get(n, size + 1) else size for n, size in sizes.items())
+    return grown + len(json.dumps(meta))
 
 
 def _free_name(folder: Path, name: str) -> str:

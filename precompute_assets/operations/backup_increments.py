@@ -87,6 +87,8 @@ class StockRecord:
 class StockBackup:
     """What backing up one stock wrote: bytes new on disk (links cost nothing) and how fields were stored."""
 
+    bytes: int = 0
+    """The stock's content (its files and `_stock.json`), as a restore writes it."""
     new_bytes: int = 0
     linked: int = 0
     appended: int = 0
@@ -106,10 +108,15 @@ def backup_stock(version_dir: Path, target: Path, previous: Path | None, pack_na
     same_version = old_version == str(version_dir)
     result = StockBackup()
     target.mkdir(parents=True)
+    source, folder = str(version_dir), str(target)
     fields: dict[str, FieldEntry] = {}
     new_pack = bytearray()
     with os.scandir(version_dir) as listing:
         stats = {e.name: e.stat() for e in listing if e.name.endswith(BIN_SUFFIX)}
+    unlisted = sorted(set(stats) - {f"{name}{BIN_SUFFIX}" for name in meta["files"]})
+    if unlisted:
+        raise ValueError(f"{unlisted[0][: -len(BIN_SUFFIX)]}: bin file not recorded in {META_FILE}")
+    written: set[str] = set()
     for name, (size, crc) in sorted(meta["files"].items()):
         file_name = f"{name}{BIN_SUFFIX}"
         stat = stats.get(file_name)
@@ -117,20 +124,21 @@ def backup_stock(version_dir: Path, target: Path, previous: Path | None, pack_na
             raise ValueError(f"{name}: {file_name} is missing")
         if stat.st_size != size:  # extended by a crash mid-append, or by a run appending right now
             raise ValueError(f"{name}: recorded {size} bytes, found {stat.st_size}")
-        path = version_dir / file_name
+        path = f"{source}/{file_name}"
         prev = old.get(name)
         entry = None
         if prev is not None and size >= prev.size:
             same_file = same_version and stat.st_ino == prev.ino
             if size == prev.size and crc == prev.crc and same_file and stat.st_mtime_ns == prev.mtime_ns:
                 entry = _carry(prev)
-            elif same_file or _same_prefix(path, previous, prev):
+            elif same_file or (previous is not None and _same_prefix(path, str(previous), prev)):
                 entry = _extend(path, prev, size, crc, new_pack)
         if entry is None:
-            data = _read_exact(path, size)
+            data = _read_range(path, 0, size)
             if zlib.crc32(data) != crc:
                 raise ValueError(f"{name}: {size} bytes, crc32 differs from the recorded one")
-            (target / file_name).write_bytes(data)
+            _write(f"{folder}/{file_name}", data)
+            written.add(file_name)
             result.new_bytes += size
             result.copied += 1
             entry = FieldEntry(size, crc, file_name, size)
@@ -143,16 +151,18 @@ def backup_stock(version_dir: Path, target: Path, previous: Path | None, pack_na
     _merge_packs(fields, previous, new_pack)
     pack_file = f"{PACK_PREFIX}{pack_name}{PACK_SUFFIX}"
     if new_pack:
-        (target / pack_file).write_bytes(new_pack)
+        _write(f"{folder}/{pack_file}", new_pack)
         result.new_bytes += len(new_pack)
+    earlier = str(previous)
     for entry in fields.values():
         entry.segments = [[pack_file if p == NEW_PACK else p, o, n] for p, o, n in entry.segments]
-        _place_base(entry, previous, target)
+        _place_base(entry, earlier, folder, entry.base in written)
     for pack in sorted({p for e in fields.values() for p, _o, _n in e.segments} - {pack_file}):
-        _link(previous / pack, target / pack)  # type: ignore[operator]
+        _link(f"{earlier}/{pack}", f"{folder}/{pack}")
     (target / META_FILE).write_bytes(meta_bytes)
     StockRecord(str(version_dir), fields).write(target)
     result.new_bytes += len(meta_bytes)
+    result.bytes = sum(size for size, _crc in meta["files"].values()) + len(meta_bytes)
     if (version_dir / META_FILE).read_bytes() != meta_bytes:
         raise StockChanged(f"{version_dir.name} was updated while it was backed up")
     return result
@@ -216,15 +226,11 @@ def _carry(prev: FieldEntry) -> FieldEntry:
     return FieldEntry(prev.size, prev.crc, prev.base, prev.base_size, [list(s) for s in prev.segments])
 
 
-def _extend(path: Path, prev: FieldEntry, size: int, crc: int, new_pack: bytearray) -> FieldEntry | None:
+def _extend(path: str, prev: FieldEntry, size: int, crc: int, new_pack: bytearray) -> FieldEntry | None:
     """The previous content plus the bytes appended since, if the recorded crc says that is what the file is."""
     if size == prev.size:
         return _carry(prev) if crc == prev.crc else None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        tail = os.pread(fd, size - prev.size, prev.size)
-    finally:
-        os.close(fd)
+    tail = _read_range(path, prev.size, size - prev.size)
     if len(tail) != size - prev.size or zlib.crc32(tail, prev.crc) != crc:
         return None
     entry = _carry(prev)
@@ -234,26 +240,14 @@ def _extend(path: Path, prev: FieldEntry, size: int, crc: int, new_pack: bytearr
     return entry
 
 
-def _same_prefix(path: Path, previous: Path | None, prev: FieldEntry) -> bool:
+def _same_prefix(path: str, previous: str, prev: FieldEntry) -> bool:
     """Whether the store's file starts with the previous backup's content (a different file: read both)."""
-    if previous is None:
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        head = os.pread(fd, prev.size, 0)
-    finally:
-        os.close(fd)
-    return head == _field_bytes(previous, prev)
+    return _read_range(path, 0, prev.size) == _field_bytes(previous, prev)
 
 
-def _field_bytes(folder: Path, entry: FieldEntry) -> bytes:
-    parts = [(folder / entry.base).read_bytes()]
-    for pack, offset, length in entry.segments:
-        fd = os.open(folder / pack, os.O_RDONLY)
-        try:
-            parts.append(os.pread(fd, length, offset))
-        finally:
-            os.close(fd)
+def _field_bytes(folder: str, entry: FieldEntry) -> bytes:
+    parts = [_read_range(f"{folder}/{entry.base}", 0, entry.base_size)]
+    parts += [_read_range(f"{folder}/{pack}", offset, length) for pack, offset, length in entry.segments]
     return b"".join(parts)
 
 
@@ -294,16 +288,16 @@ def _merge_packs(fields: dict[str, FieldEntry], previous: Path | None, new_pack:
     new_pack[:] = out
 
 
-def _place_base(entry: FieldEntry, previous: Path | None, target: Path) -> None:
-    """Put the field's base file in `target` under the name that says whether it is the whole file."""
+def _place_base(entry: FieldEntry, previous: str, folder: str, written: bool) -> None:
+    """Put the field's base file in `folder` (linked from the previous backup unless this one wrote it)
+    under the name that says whether it is the whole file."""
     name = _field_of(entry.base)
     wanted = f"{name}{BIN_SUFFIX}" if not entry.segments else f"{name}{BASE_SUFFIX}"
-    if (target / entry.base).exists():  # written whole by this backup
+    if written:
         if entry.base != wanted:
-            os.rename(target / entry.base, target / wanted)
+            os.rename(f"{folder}/{entry.base}", f"{folder}/{wanted}")
     else:
-        assert previous is not None
-        _link(previous / entry.base, target / wanted)
+        _link(f"{previous}/{entry.base}", f"{folder}/{wanted}")
     entry.base = wanted
 
 
@@ -314,7 +308,7 @@ def _field_of(file_name: str) -> str:
     raise ValueError(f"not a field file: {file_name}")
 
 
-def _link(source: Path, target: Path) -> None:
+def _link(source: str, target: str) -> None:
     """A hard link to a file of the previous backup (a copy where the file system has none)."""
     try:
         os.link(source, target)
@@ -322,9 +316,19 @@ def _link(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _read_exact(path: Path, size: int) -> bytes:
+def _read_range(path: str, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return os.pread(fd, size, 0)
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, data: bytes | bytearray) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
