@@ -15,7 +15,7 @@ from conftest import CSI300, require_refdata, run_pipeline
 from precompute_assets.operations import backup
 from precompute_assets.operations.backup import create_backup, kept_backups_disk_bytes, list_backups, prune_backups
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.restore import restore_backup
+from precompute_assets.operations.restore import RestoreError, restore_backup
 from precompute_assets.operations.store_copy import NOT_COPIED, is_temporary
 from precompute_assets.settings import Settings
 from precompute_assets.store.disk_space import disk_bytes
@@ -120,3 +120,13 @@ def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_
     for info in list_backups(config):
         restore_backup(settings, config, info.name)
         assert_same_files(tree(settings.qlib_data_path), tree(copies[info.name]), f"restored {info.name}")
+
+    # A flipped byte in an appended value of the newest backup is found before the store is touched.
+    newest = list_backups(config)[-1]
+    pack = sorted((newest.path / "features" / codes[1].lower()).glob("tail-*.pack"))[-1]
+    data = bytearray(pack.read_bytes())
+    data[-1] ^= 0x01
+    pack.write_bytes(bytes(data))
+    with pytest.raises(RestoreError, match=f"is damaged, choose another one: {codes[1]} "):
+        restore_backup(settings, config, newest.name)
+    assert_same_files(tree(settings.qlib_data_path), tree(copies[newest.name]), "the store after a refused restore")
