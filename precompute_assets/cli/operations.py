@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             info = create_backup(settings, config)
             removed = prune_backups(config)
             print(f"backup {info.name}: {info.stocks} stocks, {human_size(info.bytes)} at {info.path}")
+            if info.previous is not None:
+                print(f"  {human_size(info.new_bytes or 0)} written, the rest shared with backup {info.previous}")
             print(f"removed {len(removed)} old backup(s), keeping the newest {config.keep_backups}")
         elif args.command == "restore":
             report = restore_backup(settings, config, args.backup)

@@ -60,8 +60,9 @@ def operations_config(precompute: PrecomputeSettings, backup_path: str = "", kee
 @asset(
     deps=[store_manifest],
     group_name="operations",
-    description="A verified copy of the store under PRECOMPUTE_BACKUP_PATH (default QLIB_DATA_PATH/../backups); "
-    "the newest PRECOMPUTE_BACKUP_KEEP are kept. Refused while a store check fails for any bucket.",
+    description="A verified backup of the store under PRECOMPUTE_BACKUP_PATH (default QLIB_DATA_PATH/../backups), "
+    "storing what changed since the previous one (hard links plus appended values); the newest "
+    "PRECOMPUTE_BACKUP_KEEP are kept. Refused while a store check fails for any bucket.",
 )
 def store_backup(
     context: AssetExecutionContext, config: BackupConfig, precompute: PrecomputeSettings
@@ -87,6 +88,8 @@ def store_backup(
             "path": MetadataValue.path(str(info.path)),
             "stocks": info.stocks,
             "bytes": info.bytes,
+            "new_bytes": info.new_bytes,
+            "previous_backup": info.previous,
             "store_data_version": info.data_version,
             "backups_removed": MetadataValue.json([p.name for p in removed]),
             "backups_kept": settings.keep_backups,

@@ -1,9 +1,12 @@
 """Backups: a verified copy of the store's current versions under `<backup path>/<UTC timestamp>/`.
 
-The copy is built in a hidden `.partial` folder, every stock is checked against its recorded sizes
-and checksums, and only then is the folder renamed to its final name: a backup that exists is whole.
-A stock damaged in the store fails the backup (re-materialize its bucket first); a stock replaced by
-a concurrent commit while it was copied is copied again.
+A backup stores what changed since the previous one (`backup_increments`): a field the previous
+backup holds is a hard link to it, one that grew is linked plus the appended bytes, and only new or
+rewritten fields are copied whole; the first backup, or the one after a fresh build, is a full copy.
+The backup is built in a hidden `.partial` folder, every stock's content is checked against its
+recorded sizes and checksums, and only then is the folder renamed to its final name: a backup that
+exists is whole. A stock damaged in the store fails the backup (re-materialize its bucket first); a
+stock replaced by a concurrent commit while it was copied is copied again.
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from precompute_assets.build.buckets import bucket_of
+from precompute_assets.operations.backup_increments import StockBackup, StockChanged, backup_stock
 from precompute_assets.operations.config import OperationsConfig
-from precompute_assets.operations.store_copy import copy_shared, copy_stock, shared_entries, stock_files
+from precompute_assets.operations.store_copy import copy_shared, shared_entries
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import calendar_fingerprint
-from precompute_assets.store.disk_space import ensure_free_space, tree_bytes
+from precompute_assets.store.disk_space import disk_bytes, ensure_free_space, tree_bytes
 from precompute_assets.store.errors import OperationError
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
-from precompute_assets.store.stock_commit import stored_codes
-from precompute_assets.validation.integrity import StoreCalendars, stock_problems
+from precompute_assets.store.stock_commit import read_stock_meta, stored_codes
+from precompute_assets.validation.integrity import StoreCalendars
 
 BACKUP_META = "backup.json"
 COPY_ATTEMPTS = 3
@@ -45,30 +49,48 @@ class BackupInfo:
     stocks: int
     bytes: int
     data_version: int | None
+    new_bytes: int | None = None
+    """Bytes this backup wrote (the rest are hard links to the previous one); None for older backups."""
+    previous: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> BackupInfo:
         meta = read_json(path / BACKUP_META)
-        return cls(path.name, path, meta["created"], meta["stocks"], meta["bytes"], meta.get("data_version"))
+        return cls(
+            path.name,
+            path,
+            meta["created"],
+            meta["stocks"],
+            meta["bytes"],
+            meta.get("data_version"),
+            meta.get("new_bytes"),
+            meta.get("previous"),
+        )
 
 
 def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
-    """Copy the store into a new backup and return it (prune old ones with `prune_backups`)."""
+    """Back up the store into a new backup and return it (prune old ones with `prune_backups`)."""
     layout = StoreLayout(settings.qlib_data_path)
     if not layout.features_dir.is_dir():
         raise BackupError(f"there is no store to back up at {layout.root}")
     codes = stored_codes(layout)
+    previous = _previous_backup(config)
     need = sum(tree_bytes(p) for p in shared_entries(layout.root))
-    need += sum(_stock_bytes(layout, code) for code in codes)
+    need += sum(_stock_bytes(layout, code, previous) for code in codes)
     ensure_free_space(config.backup_path, need, f"back up {layout.root}")
     calendars_before = _calendar_text(layout)
     name, staging = _claim_name(config.backup_path, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     try:
         copy_shared(layout.root, staging)
         target = StoreLayout(staging)
-        calendars = StoreCalendars.read(target)
+        written = StockBackup()
         for code in codes:
-            _copy_verified(layout, target, code, calendars, settings.batches)
+            done = _backup_verified(layout, target, code, settings.batches, previous, name)
+            for key, value in done.__dict__.items():
+                setattr(written, key, getattr(written, key) + value)
+        shared_bytes = sum(tree_bytes(p) for p in shared_entries(staging))
+        written.new_bytes += shared_bytes
+        written.bytes += shared_bytes
         if _calendar_text(layout) != calendars_before:
             raise BackupError("the store's calendar changed while it was being backed up (a run wrote it); run again")
         data_version = read_json(layout.data_version_path)
@@ -76,10 +98,13 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": str(layout.root.resolve()),
             "stocks": len(codes),
-            "bytes": tree_bytes(staging),
+            "bytes": written.bytes,
             "data_version": data_version.get("version"),
             "input_version": data_version.get("input_version"),
             "date_range": data_version.get("date_range"),
+            "previous": previous.name if previous is not None else None,
+            "new_bytes": written.new_bytes,
+            "fields": {"linked": written.linked, "appended": written.appended, "copied": written.copied},
         }
         (staging / BACKUP_META).write_text(json.dumps(meta, indent=1))
         final = config.backup_path / name
@@ -111,7 +136,9 @@ def find_backup(config: OperationsConfig, ref: str | Path) -> Path:
 
 
 def prune_backups(config: OperationsConfig) -> list[Path]:
-    """Remove complete backups beyond the newest `keep_backups`; returns what was removed."""
+    """Remove complete backups beyond the newest `keep_backups`; returns what was removed.
+
+    Backups share files only through hard links, so removing one never takes data from another."""
     backups = list_backups(config)
     doomed = [b.path for b in backups[: max(len(backups) - config.keep_backups, 0)]]
     for path in doomed:
@@ -119,19 +146,39 @@ def prune_backups(config: OperationsConfig) -> list[Path]:
     return doomed
 
 
-def _copy_verified(
-    layout: StoreLayout, target: StoreLayout, code: str, calendars: StoreCalendars, batches: int
-) -> None:
+def kept_backups_disk_bytes(config: OperationsConfig) -> int:
+    """What the complete backups take on disk, each file shared by hard links counted once."""
+    return disk_bytes([b.path for b in list_backups(config)])
+
+
+def _previous_backup(config: OperationsConfig) -> BackupInfo | None:
+    """The newest complete backup, the one a new backup shares its unchanged files with."""
+    backups = list_backups(config)
+    return backups[-1] if backups else None
+
+
+def _backup_verified(
+    layout: StoreLayout,
+    target: StoreLayout,
+    code: str,
+    batches: int,
+    previous: BackupInfo | None,
+    name: str,
+) -> StockBackup:
+    previous_dir = previous.path / "features" / code.lower() if previous is not None else None
+    if previous_dir is not None and not previous_dir.is_dir():
+        previous_dir = None
     problems: list[str] = []
     for _attempt in range(COPY_ATTEMPTS):
+        folder = target.stock_dir(code)
+        shutil.rmtree(folder, ignore_errors=True)
         try:
-            copy_stock(layout, code, target.stock_dir(code))
-        except FileNotFoundError as exc:  # its version was replaced and dropped while we copied it
+            version = layout.stock_dir(code).resolve(strict=True)
+            return backup_stock(version, folder, previous_dir, name)
+        except (FileNotFoundError, StockChanged) as exc:  # its version was replaced (and dropped) meanwhile
             problems = [str(exc)]
-            continue
-        problems = stock_problems(target, code, calendars)
-        if not problems:
-            return
+        except ValueError as exc:
+            problems = [str(exc)]
     raise BackupError(
         f"{code} is damaged in the store ({'; '.join(problems[:3])}); re-materialize bucket "
         f"{bucket_of(code, batches)} (or restore a backup) and back up again"
@@ -143,11 +190,16 @@ def _calendar_text(layout: StoreLayout) -> str:
     return f"{calendar_fingerprint(calendars.published)}:{calendar_fingerprint(calendars.working)}"
 
 
-def _stock_bytes(layout: StoreLayout, code: str) -> int:
-    try:
-        return sum(p.stat().st_size for p in stock_files(layout, code))
-    except FileNotFoundError:  # a dangling link: the copy names the damage
+def _stock_bytes(layout: StoreLayout, code: str, previous: BackupInfo | None) -> int:
+    """What backing the stock up may write: its recorded files, less what the previous backup holds of them."""
+    meta = read_stock_meta(layout, code)
+    if meta is None:  # unreadable: the backup names the damage
         return 0
+    held = read_stock_meta(StoreLayout(previous.path), code) if previous is not None else None
+    held_sizes = {name: size for name, (size, _crc) in (held or {}).get("files", {}).items()}
+    sizes = {name: size for name, (size, _crc) in meta["files"].items()}
+    grown = sum(size - held_sizes[n] if size >= held_sizes.get(n, size + 1) else size for n, size in sizes.items())
+    return grown + len(json.dumps(meta))
 
 
 def _claim_name(folder: Path, name: str) -> tuple[str, Path]:

@@ -1,10 +1,11 @@
 """Restore: bring back a backup as the store, without losing the current store on the way.
 
-The backup is verified, rebuilt in a hidden folder beside the store in the store's own shape (stock
-versions plus `features/<code>` links), verified again, and only then swapped in: in one step where
-the OS can exchange two directories, else by two renames. The store it replaces is kept beside it as
-`.<name>.before-restore-<time>` (listed by `list`, restorable by path, removed by the cleanup after the
-retention).
+The backup is verified (each stock put together from its files and appended segments, against the
+sizes and checksums its `_stock.json` records), rebuilt in a hidden folder beside the store in the
+store's own shape (stock versions plus `features/<code>` links), verified again, and only then
+swapped in: in one step where the OS can exchange two directories, else by two renames. The store it
+replaces is kept beside it as `.<name>.before-restore-<time>` (listed by `list`, restorable by path,
+removed by the cleanup after the retention).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from precompute_assets.operations.backup import find_backup
+from precompute_assets.operations.backup_increments import StockRecord, content_problems, stock_contents
 from precompute_assets.operations.config import OperationsConfig
 from precompute_assets.operations.store_copy import copy_shared, copy_stock
 from precompute_assets.operations.swap import exchange
 from precompute_assets.settings import Settings
 from precompute_assets.store.disk_space import ensure_free_space, tree_bytes
 from precompute_assets.store.errors import OperationError
-from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
 from precompute_assets.store.lock import LOCK_DIR, store_lock
 from precompute_assets.store.stock_commit import stored_codes
 from precompute_assets.validation.integrity import StoreCalendars, stock_problems
@@ -54,7 +56,7 @@ def restore_backup(settings: Settings, config: OperationsConfig, ref: str | Path
     if damaged:
         raise RestoreError(f"backup {source.root} is damaged, choose another one: {'; '.join(damaged[:3])}")
     root = settings.qlib_data_path
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _free_stamp(root, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     with store_lock(root, purpose=f"restoring {source.root.name}", stale_after=config.stale_lock_seconds):
         ensure_free_space(root.parent, tree_bytes(source.root), f"restore {source.root.name}")
         staging = root.parent / f".{root.name}.restoring-{stamp}"
@@ -72,6 +74,15 @@ def restore_backup(settings: Settings, config: OperationsConfig, ref: str | Path
     return RestoreReport(source.root, len(codes), previous)
 
 
+def _free_stamp(root: Path, stamp: str) -> str:
+    """A stamp no kept or half-restored store uses yet (two restores may fall in the same second)."""
+    candidate, n = stamp, 1
+    while any(root.parent.glob(f".{root.name}.*-{candidate}")):
+        n += 1
+        candidate = f"{stamp}-{n}"
+    return candidate
+
+
 def _rebuild(source: StoreLayout, target: StoreLayout, stamp: str) -> list[str]:
     """The backup in the store's shape: each stock a version folder, `features/<code>` a relative link."""
     copy_shared(source.root, target.root)
@@ -79,7 +90,15 @@ def _rebuild(source: StoreLayout, target: StoreLayout, stamp: str) -> list[str]:
     codes = stored_codes(source)
     for code in codes:
         version = target.versions_dir / code.lower() / f"restored-{stamp}"
-        copy_stock(source, code, version)
+        folder = source.stock_dir(code)
+        if StockRecord.read(folder) is None:
+            copy_stock(source, code, version)
+        else:
+            _meta, files = stock_contents(folder)
+            version.mkdir(parents=True)
+            for name, data in files.items():
+                (version / f"{name}{BIN_SUFFIX}").write_bytes(data)
+            (version / META_FILE).write_bytes((folder / META_FILE).read_bytes())
         os.symlink(os.path.relpath(version, target.features_dir), target.stock_dir(code))
     return codes
 
@@ -105,4 +124,15 @@ def _swap_in(staging: Path, root: Path, kept: Path) -> Path | None:
 
 def _damaged(layout: StoreLayout) -> list[str]:
     calendars = StoreCalendars.read(layout)
-    return [f"{code} {p}" for code in stored_codes(layout) for p in stock_problems(layout, code, calendars)]
+    return [f"{code} {p}" for code in stored_codes(layout) for p in _stock_problems(layout, code, calendars)]
+
+
+def _stock_problems(layout: StoreLayout, code: str, calendars: StoreCalendars) -> list[str]:
+    """A plain stock's integrity problems; a backed-up one's content put together and checked."""
+    folder = layout.stock_dir(code)
+    if StockRecord.read(folder) is None:
+        return stock_problems(layout, code, calendars)
+    try:
+        return content_problems(*stock_contents(folder))
+    except (OSError, ValueError, KeyError) as exc:
+        return [f"cannot be put together ({exc})"]

@@ -56,6 +56,23 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
+def disk_bytes(paths: list[Path]) -> int:
+    """Disk the files under `paths` take (allocated blocks), a file hard-linked several times counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path in paths:
+        for directory, _subdirs, files in os.walk(path):
+            for name in [*files, ""]:  # "" is the folder itself
+                try:
+                    stat = os.lstat(os.path.join(directory, name))
+                except FileNotFoundError:
+                    continue
+                if (stat.st_dev, stat.st_ino) not in seen:
+                    seen.add((stat.st_dev, stat.st_ino))
+                    total += stat.st_blocks * 512
+    return total
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024:

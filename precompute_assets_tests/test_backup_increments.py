@@ -1,0 +1,132 @@
+"""Backups in proportion to the change: a build and three daily updates on real data, each backed up;
+every kept backup restores to the store exactly as it was, they take little more disk than the store,
+pruning never breaks a newer one, and a crash mid-backup leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import CSI300, require_refdata, run_pipeline
+
+from precompute_assets.operations import backup
+from precompute_assets.operations.backup import create_backup, kept_backups_disk_bytes, list_backups, prune_backups
+from precompute_assets.operations.config import OperationsConfig
+from precompute_assets.operations.restore import RestoreError, restore_backup
+from precompute_assets.operations.store_copy import NOT_COPIED, is_temporary
+from precompute_assets.settings import Settings
+from precompute_assets.store.disk_space import disk_bytes
+from precompute_assets.store.layout import StoreLayout
+from precompute_assets.store.manifest import read_json
+
+CUT = pd.Timestamp("2021-03-31")
+BATCHES = 2
+DAYS = 3
+
+
+def write_cut(codes: list[str], folder: Path, end: pd.Timestamp) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for code in codes:
+        frame = pd.read_parquet(CSI300 / f"{code}.parquet")
+        frame[frame["date"] <= end].to_parquet(folder / f"{code}.parquet")
+
+
+def store_copy(root: Path, target: Path) -> Path:
+    """The store as a reader sees it, copied aside: stock links resolved, old versions and locks left out."""
+    ignore = shutil.ignore_patterns(*NOT_COPIED - {"features"}, ".*.tmp", ".*.lnk")
+    shutil.copytree(root, target, symlinks=False, ignore=ignore)
+    return target
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (links followed) by relative path; old versions, locks and temporaries left out."""
+    files = {}
+    for directory, subdirs, names in os.walk(root, followlinks=True):
+        subdirs[:] = [d for d in subdirs if d not in (".stock_versions", ".locks")]
+        for name in names:
+            if not is_temporary(name):
+                path = Path(directory) / name
+                files[str(path.relative_to(root))] = path.read_bytes()
+    return files
+
+
+def store_disk_bytes(root: Path) -> int:
+    """What the store's current content takes on disk: its shared files and each stock's current version."""
+    layout = StoreLayout(root)
+    shared = [p for p in root.iterdir() if p.name not in NOT_COPIED and not is_temporary(p.name)]
+    return disk_bytes([*shared, *(p.resolve() for p in layout.features_dir.iterdir())])
+
+
+def assert_same_files(found: dict[str, bytes], expected: dict[str, bytes], what: str) -> None:
+    assert sorted(found) == sorted(expected), what
+    different = [name for name in expected if found[name] != expected[name]]
+    assert not different, f"{what}: {different[:5]} differ"
+
+
+def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_was(tmp_path, monkeypatch):
+    require_refdata()
+    codes = sorted(p.stem for p in CSI300.glob("*.parquet"))[2:6]
+    calendar = pd.DatetimeIndex(sorted(pd.read_parquet(CSI300 / f"{codes[0]}.parquet")["date"]))
+    settings = Settings(tmp_path / "parquet", tmp_path / "qlib_data", BATCHES)
+    config = OperationsConfig(backup_path=tmp_path / "backups", keep_backups=5)
+
+    copies = {}
+    for day in range(DAYS + 1):  # the build, then one new day for every stock, three times
+        write_cut(codes, settings.parquet_data_path, calendar[calendar.get_loc(CUT) + day])
+        run_pipeline(settings)
+        info = create_backup(settings, config)
+        copies[info.name] = store_copy(settings.qlib_data_path, tmp_path / "copies" / info.name)
+        assert info.stocks == len(codes)
+    assert prune_backups(config) == []
+    backups = list_backups(config)
+    assert [b.name for b in backups] == list(copies)
+    assert backups[0].previous is None and [b.previous for b in backups[1:]] == [b.name for b in backups[:-1]]
+    layout = StoreLayout(settings.qlib_data_path)
+    files = sum(len(read_json(layout.stock_meta_path(code))["files"]) for code in codes)
+    assert read_json(backups[0].path / "backup.json")["fields"]["copied"] == files
+    for later in backups[1:]:  # an update's backup stores the appended values, a small share of the full one
+        assert read_json(later.path / "backup.json")["fields"] == {"linked": 0, "appended": files, "copied": 0}
+        assert later.new_bytes < backups[0].new_bytes / 20, later
+
+    store_bytes = store_disk_bytes(settings.qlib_data_path)
+    kept = kept_backups_disk_bytes(config)
+    assert kept <= 1.5 * store_bytes, f"{len(backups)} backups take {kept} bytes, the store {store_bytes}"
+
+    # A crash mid-backup (the third stock raises) leaves no partial backup and changes no kept one.
+    real, calls = backup.backup_stock, []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise RuntimeError("injected crash")
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(backup, "backup_stock", crash_on_third)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            create_backup(settings, config)
+    assert sorted(p.name for p in config.backup_path.iterdir()) == sorted(copies)
+
+    for info in reversed(backups):
+        restore_backup(settings, config, info.name)
+        assert_same_files(tree(settings.qlib_data_path), tree(copies[info.name]), f"restored {info.name}")
+
+    # Pruning the full backup (every later one shares its files) leaves the rest whole.
+    pruned = prune_backups(OperationsConfig(config.backup_path, keep_backups=2))
+    assert pruned == [b.path for b in backups[:2]]
+    for info in list_backups(config):
+        restore_backup(settings, config, info.name)
+        assert_same_files(tree(settings.qlib_data_path), tree(copies[info.name]), f"restored {info.name}")
+
+    # A flipped byte in an appended value of the newest backup is found before the store is touched.
+    newest = list_backups(config)[-1]
+    pack = sorted((newest.path / "features" / codes[1].lower()).glob("tail-*.pack"))[-1]
+    data = bytearray(pack.read_bytes())
+    data[-1] ^= 0x01
+    pack.write_bytes(bytes(data))
+    with pytest.raises(RestoreError, match=f"is damaged, choose another one: {codes[1]} "):
+        restore_backup(settings, config, newest.name)
+    assert_same_files(tree(settings.qlib_data_path), tree(copies[newest.name]), "the store after a refused restore")
