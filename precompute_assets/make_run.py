@@ -22,7 +22,7 @@ from dagster import DagsterInstance, JobDefinition, execute_job, reconstructable
 
 from precompute_assets import intermediates
 from precompute_assets.freshness import stale_buckets
-from precompute_assets.partitions import stock_buckets
+from precompute_assets.partitions import BUCKETS_PER_RUN_ENV, buckets_per_run_setting, stock_buckets
 from precompute_assets.registry import FAMILIES, load_registry
 from precompute_assets.settings import Settings
 from precompute_assets.store.bucket_state import INPUT_CHANGED
@@ -30,10 +30,6 @@ from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
 
 BUCKET_JOB, CALENDAR_JOB, MANIFEST_JOB = "precompute_bucket_job", "calendar_job", "manifest_job"
-# Buckets per run (a partition range): each run costs a process start, Dagster's run and step
-# start-up and the checks' imports, a few seconds, whatever it holds. See README "Performance".
-BUCKETS_PER_RUN_ENV = "PRECOMPUTE_BUCKETS_PER_RUN"
-BUCKETS_PER_RUN = 8
 
 
 def job_def(name: str) -> JobDefinition:
@@ -116,13 +112,13 @@ def main(workers: int = 2) -> int:
 
 
 def buckets_per_run(todo: dict[str, str], workers: int) -> int:
-    """`PRECOMPUTE_BUCKETS_PER_RUN` when set; else 8 for a build, and one run per worker when every
-    bucket only has changed input (the daily update: a bucket's new day costs less than a run's start)."""
-    if os.environ.get(BUCKETS_PER_RUN_ENV):
-        return int(os.environ[BUCKETS_PER_RUN_ENV])
-    if todo and set(todo.values()) == {INPUT_CHANGED}:
-        return max(BUCKETS_PER_RUN, -(-len(todo) // workers))
-    return BUCKETS_PER_RUN
+    """The backfill policy's range size (`partitions.buckets_per_run_setting`); unless the setting is
+    given, one run per worker when every bucket only has changed input (the daily update: a bucket's
+    new day costs less than a run's start)."""
+    size = buckets_per_run_setting()
+    if not os.environ.get(BUCKETS_PER_RUN_ENV) and todo and set(todo.values()) == {INPUT_CHANGED}:
+        return max(size, -(-len(todo) // workers))
+    return size
 
 
 def contiguous_groups(buckets: list[str], order: list[str], size: int) -> list[tuple[str, ...]]:

@@ -6,7 +6,7 @@ from precompute_assets.assets.calendar import trading_calendar
 from precompute_assets.assets.input_source import stock_parquet_files
 from precompute_assets.assets.reporting import materialize_buckets
 from precompute_assets.assets.retries import BUCKET_RETRIES
-from precompute_assets.partitions import stock_buckets
+from precompute_assets.partitions import bucket_backfill_policy, stock_buckets
 from precompute_assets.pipeline import build_bars
 from precompute_assets.resources import PrecomputeSettings
 
@@ -14,6 +14,7 @@ from precompute_assets.resources import PrecomputeSettings
 @asset(
     deps=[stock_parquet_files, trading_calendar],
     partitions_def=stock_buckets,
+    backfill_policy=bucket_backfill_policy,
     retry_policy=BUCKET_RETRIES,
     group_name="precompute",
     description="Cleaned daily bars of the bucket's stocks, aligned to the calendar (an intermediate).",

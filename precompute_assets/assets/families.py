@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 from precompute_assets.assets.bars import stock_bars
 from precompute_assets.assets.reporting import materialize_buckets
 from precompute_assets.assets.retries import BUCKET_RETRIES
-from precompute_assets.partitions import stock_buckets
+from precompute_assets.partitions import bucket_backfill_policy, stock_buckets
 from precompute_assets.pipeline import build_family
 from precompute_assets.registry import FAMILIES, family_code_version, load_registry
 from precompute_assets.resources import PrecomputeSettings
@@ -23,6 +23,7 @@ def build_family_asset(family: str) -> AssetsDefinition:
         name=family,
         deps=[stock_bars],
         partitions_def=stock_buckets,
+        backfill_policy=bucket_backfill_policy,
         retry_policy=BUCKET_RETRIES,
         code_version=family_code_version(family),
         group_name="indicators",

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from precompute_assets.assets.families import family_assets
 from precompute_assets.assets.reporting import materialize_buckets
 from precompute_assets.assets.retries import BUCKET_RETRIES
-from precompute_assets.partitions import stock_buckets
+from precompute_assets.partitions import bucket_backfill_policy, stock_buckets
 from precompute_assets.pipeline import write_bucket
 from precompute_assets.registry import FAMILIES
 from precompute_assets.resources import PrecomputeSettings
@@ -14,6 +14,7 @@ from precompute_assets.resources import PrecomputeSettings
 @asset(
     deps=family_assets,
     partitions_def=stock_buckets,
+    backfill_policy=bucket_backfill_policy,
     retry_policy=BUCKET_RETRIES,
     group_name="store",
     description="The bucket's stocks in the Qlib store (QLIB_DATA_PATH/features), one atomic commit per stock.",
