@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from typing import TextIO
 
-from dagster import DagsterInstance, JobDefinition, execute_job, reconstructable
+from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter, execute_job, reconstructable
 
 from precompute_assets import intermediates
+from precompute_assets.assets.run_progress import PROGRESS_TAG
 from precompute_assets.freshness import stale_buckets
 from precompute_assets.partitions import BUCKETS_PER_RUN_ENV, buckets_per_run_setting, stock_buckets
 from precompute_assets.registry import FAMILIES, load_registry
@@ -57,24 +59,84 @@ def backup_job() -> JobDefinition:
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_job(target, buckets: tuple[str, ...] = ()) -> bool:
+SESSION_TAG, RANGE_TAG = "precompute/make_run", "precompute/range"
+POLL = 1.0
+"""Seconds between looks at the running ranges' progress tags."""
+
+
+def run_job(target, buckets: tuple[str, ...] = (), session: str = "") -> bool:
     """One Dagster run on the persistent instance; True when it succeeded (its logs are in the UI).
 
     Several buckets go in one run as a partition range: the assets loop over them in one process,
-    which saves a run's start-up (about 5 s) per bucket.
+    which saves a run's start-up (about 5 s) per bucket. `session` tags the run so that `main` can
+    find it and show its progress.
     """
-    warnings.filterwarnings("ignore", category=UserWarning)
     if len(buckets) == 1:
         tags = {"dagster/partition": buckets[0], "precompute/bucket": buckets[0]}
     elif buckets:
         tags = {"dagster/asset_partition_range_start": buckets[0], "dagster/asset_partition_range_end": buckets[-1]}
     else:
         tags = {}
+    if session and buckets:
+        tags |= {SESSION_TAG: session, RANGE_TAG: range_name(buckets)}
     with (
         DagsterInstance.get() as instance,
         execute_job(reconstructable(target), instance, tags=tags, run_config=QUIET) as result,
     ):
         return result.success
+
+
+def range_name(buckets: tuple[str, ...]) -> str:
+    return buckets[0] if len(buckets) == 1 else f"{buckets[0]}..{buckets[-1]}"
+
+
+class ProgressBoard:
+    """One line per running range, updated in place on a terminal; elsewhere (a log file, a pipe) a
+    range's line is printed again only when it changed and `every` seconds passed since its last."""
+
+    def __init__(self, out: TextIO, every: float = 10.0) -> None:
+        self.out, self.every = out, every
+        self.live = out.isatty()
+        self.lines: dict[str, str] = {}
+        self.drawn = 0
+        self.printed: dict[str, tuple[str, float]] = {}
+
+    def say(self, line: str) -> None:
+        """A permanent line (a range finished), above the live ones."""
+        self._erase()
+        print(line, file=self.out)
+        self._draw()
+
+    def update(self, lines: dict[str, str]) -> None:
+        self.lines = dict(sorted(lines.items()))
+        if self.live:
+            self._erase()
+            self._draw()
+            return
+        now = time.monotonic()
+        for name, text in self.lines.items():
+            last, when = self.printed.get(name, ("", -self.every))
+            if text != last and now - when >= self.every:
+                print(f"  {name}  {text}", file=self.out, flush=True)
+                self.printed[name] = (text, now)
+
+    def _erase(self) -> None:
+        if self.live and self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F\x1b[J")  # up to the first live line, clear below
+        self.drawn = 0
+
+    def _draw(self) -> None:
+        if self.live:
+            for name, text in self.lines.items():
+                self.out.write(f"  {name}  {text}\n")
+            self.drawn = len(self.lines)
+        self.out.flush()
+
+
+def running_ranges(instance: DagsterInstance, session: str) -> dict[str, str]:
+    """Each running range of this `make run` and its progress tag (set by the run's steps)."""
+    runs = instance.get_runs(RunsFilter(tags={SESSION_TAG: session}, statuses=[DagsterRunStatus.STARTED]))
+    return {run.tags[RANGE_TAG]: run.tags.get(PROGRESS_TAG, "starting") for run in runs if RANGE_TAG in run.tags}
 
 
 def main(workers: int = 2) -> int:
@@ -88,18 +150,28 @@ def main(workers: int = 2) -> int:
     print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
     failed = []
     groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), buckets_per_run(todo, workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, bucket_job, group): group for group in groups}
-        for done, future in enumerate(as_completed(futures), start=1):
-            group = futures[future]
-            ok = future.result()
-            failed += [] if ok else list(group)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / done * (len(futures) - done)
-            name = group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}"
-            print(
-                f"[{done}/{len(futures)}] {name} {'ok' if ok else 'FAILED'}  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
-            )
+    session = uuid.uuid4().hex
+    board = ProgressBoard(sys.stdout)
+    with (
+        ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool,
+        DagsterInstance.get() as instance,
+    ):
+        futures = {pool.submit(run_job, bucket_job, group, session): group for group in groups}
+        pending, done = set(futures), 0
+        while pending:
+            finished, pending = wait(pending, timeout=POLL, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done += 1
+                group = futures[future]
+                ok = future.result()
+                failed += [] if ok else list(group)
+                elapsed = time.perf_counter() - started
+                eta = elapsed / done * (len(futures) - done)
+                board.say(
+                    f"[{done}/{len(futures)}] {range_name(group)} {'ok' if ok else 'FAILED'}  "
+                    f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left"
+                )
+            board.update(running_ranges(instance, session) if pending else {})
     if not run_job(manifest_job):
         failed.append("manifest")
     backup = os.environ.get("PRECOMPUTE_BACKUP_AFTER_RUN", "1") != "0"

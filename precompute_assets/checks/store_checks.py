@@ -21,6 +21,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from precompute_assets.assets.run_progress import RunProgress
 from precompute_assets.assets.store import qlib_store
 from precompute_assets.checks.metadata import check_metadata
 from precompute_assets.partitions import stock_buckets
@@ -50,10 +51,13 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
         context: AssetCheckExecutionContext, precompute: PrecomputeSettings
     ) -> Iterator[AssetCheckResult | AssetCheckEvaluation | Output]:
         settings = precompute.settings
-        results = {bucket: validate(context, settings, bucket) for bucket in context.partition_keys}
-        for bucket, result in results.items():
+        progress = RunProgress.start(context, name, settings)
+        results = {}
+        for bucket in context.partition_keys:
+            results[bucket] = result = validate(context, settings, bucket)
             log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
             log(f"{name} on {bucket}: {result.describe()}")
+            progress.bucket_done(bucket)
         if context.has_partition_key:
             yield AssetCheckResult(**_outcome(next(iter(results.values()))))
             return
