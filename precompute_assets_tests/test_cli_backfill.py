@@ -35,7 +35,6 @@ def env(tmp_path) -> dict[str, str]:
         "PARQUET_DATA_PATH": str(parquet),
         "QLIB_DATA_PATH": str(tmp_path / "qlib_data"),
         "PRECOMPUTE_BATCHES": "4",
-        "PRECOMPUTE_BUCKETS_PER_RUN": "2",  # the backfill policy's range size: 4 buckets in 2 runs
     }
 
 
@@ -99,14 +98,11 @@ def test_backfill_of_a_bucket_range_runs_through_the_daemon(env):
                 for r in instance.get_runs(RunsFilter(job_name="precompute_update_job"))
                 if "dagster/backfill" in r.tags
             ]
-            if len(runs) == 2 and all(r.is_finished for r in runs):
+            if len(runs) == 4 and all(r.is_finished for r in runs):
                 break
             time.sleep(2)
-        assert len(runs) == 2 and {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
-        ranges = sorted(
-            (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs
-        )
-        assert ranges == [("b00", "b01"), ("b02", "b03")]
+        assert len(runs) == 4 and {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
+        assert sorted(r.tags["dagster/partition"] for r in runs) == ["b00", "b01", "b02", "b03"]
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
