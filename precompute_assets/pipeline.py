@@ -39,6 +39,8 @@ from precompute_assets.warmup import nan_after_warmup
 
 WRITER_THREADS = 4
 """Stocks committed at once by a bucket's store step (measured: 4 threads write a bucket 2-3x faster)."""
+BUCKET_LOCK_WAIT = 600.0
+"""Seconds a bucket's writer waits for another writer of the bucket (a bucket's commit takes seconds)."""
 
 
 class _Unreadable(Exception):
@@ -210,7 +212,8 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
     """Merge the bucket's bars and family columns and write each stock by its plan.
 
     Checks the free disk space first (a clear error, nothing written) and holds the bucket's lock
-    while writing, so a second writer of the same bucket, on any host, stops with the holder's name.
+    while writing: a second writer of the same bucket, on any host, waits for it (up to
+    `BUCKET_LOCK_WAIT`), then stops with the holder's name.
     """
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
@@ -228,7 +231,7 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
     need = sum(stock_write_bytes(len(b), columns) for c, b in bars.items() if plans[c].mode != "skip")
     ensure_free_space(layout.root, need, f"write bucket {bucket}")
     version = input_version(notes.get("fingerprints", {}))
-    with bucket_lock(layout.root, bucket):
+    with bucket_lock(layout.root, bucket, wait=BUCKET_LOCK_WAIT, on_wait=log):
         family_frames = {f: intermediates.read_frames(intermediates.frames_path(work, f)) for f in families}
         written, failed = [], 0
         progress = Progress(f"{bucket} store", len(bars), log)

@@ -29,6 +29,7 @@ STORE = "store"
 STALE_AFTER = 600.0
 UNWRITTEN_GRACE = 30.0
 """A lock file without its owner yet may be in the middle of being written; older, it is a crash's leftover."""
+WAIT_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,11 @@ class StoreLock:
         purpose: str = "",
         stale_after: float = STALE_AFTER,
         excludes: Callable[[str], bool] = lambda other: False,
+        wait: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
+        self.wait, self.on_wait = wait, on_wait
         self.purpose = purpose
         self.stale_after = stale_after
         self.excludes = excludes
@@ -116,6 +120,21 @@ class StoreLock:
         self._heartbeat: threading.Thread | None = None
 
     def acquire(self) -> StoreLock:
+        """Take the lock; while another holds it, retry for up to `wait` seconds (telling `on_wait` once)."""
+        deadline = time.monotonic() + self.wait
+        told = False
+        while True:
+            try:
+                return self._acquire_once()
+            except LockHeldError as held:
+                if time.monotonic() >= deadline:
+                    raise
+                if self.on_wait is not None and not told:
+                    self.on_wait(f"{self.name}: waiting up to {self.wait:.0f}s for {held.owner or 'its holder'}")
+                    told = True
+                time.sleep(WAIT_POLL)
+
+    def _acquire_once(self) -> StoreLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
             try:
@@ -185,10 +204,29 @@ class StoreLock:
                 return
 
 
-def bucket_lock(root: Path, bucket: str, *, purpose: str = "", stale_after: float = STALE_AFTER) -> StoreLock:
-    """The lock a bucket's writer holds while it commits stocks; it also keeps a restore out."""
+def bucket_lock(
+    root: Path,
+    bucket: str,
+    *,
+    purpose: str = "",
+    stale_after: float = STALE_AFTER,
+    wait: float = 0.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> StoreLock:
+    """The lock a bucket's writer holds while it commits stocks; it also keeps a restore out.
+
+    With `wait`, a second writer of the bucket (a range run beside a single-bucket run) waits for the
+    first instead of failing."""
     name, purpose = f"bucket-{bucket}", purpose or f"writing bucket {bucket}"
-    return StoreLock(root, name, purpose=purpose, stale_after=stale_after, excludes=lambda other: other == STORE)
+    return StoreLock(
+        root,
+        name,
+        purpose=purpose,
+        stale_after=stale_after,
+        excludes=lambda other: other == STORE,
+        wait=wait,
+        on_wait=on_wait,
+    )
 
 
 def store_lock(root: Path, *, purpose: str, stale_after: float = STALE_AFTER) -> StoreLock:
