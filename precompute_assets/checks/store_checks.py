@@ -56,7 +56,7 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
         for bucket in context.partition_keys:
             results[bucket] = result = validate(context, settings, bucket)
             log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
-            log(f"{name} on {bucket}: {result.describe()}")
+            log(result.describe())  # names the check and the bucket
             progress.bucket_done(bucket)
         if context.has_partition_key:
             yield AssetCheckResult(**_outcome(next(iter(results.values()))))
