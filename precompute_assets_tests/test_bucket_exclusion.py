@@ -34,9 +34,11 @@ RUN = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import precompute_assets.pipeline as pipeline
-    from precompute_assets.make_run import bucket_job, calendar_job, run_job
+    from precompute_assets.make_run import bucket_job, calendar_job, manifest_job, run_job
 
     buckets, release = tuple(filter(None, sys.argv[1].split(","))), sys.argv[2]
+    if buckets == ("manifest",):
+        sys.exit(0 if run_job(manifest_job) else 1)
     if release:
         real = pipeline.write_stock
 
@@ -118,6 +120,8 @@ def test_a_range_run_waits_for_a_single_bucket_run_of_the_same_bucket(tmp_path):
     assert single.wait(timeout=600) == 0, (tmp_path / "single.log").read_text()[-3000:]
     assert ranged.wait(timeout=600) == 0, (tmp_path / "range.log").read_text()[-3000:]
     assert not lock.exists()
+    manifest = start(env, ("manifest",), None, tmp_path / "manifest.log")  # publishes the calendar
+    assert manifest.wait(timeout=600) == 0, (tmp_path / "manifest.log").read_text()[-3000:]
 
     clean = build_store(copy_inputs(CODES, tmp_path / "clean_parquet"), tmp_path / "clean")
     assert_same_values(store, snapshot(clean.qlib_data_path))

@@ -62,7 +62,7 @@ def test_materialize_all_backfill_builds_a_store_qlib_reads(tmp_path):
         assert ("stock_parquet_files",) not in selected  # the observable source is observed, not materialized
 
         backfill_id = dev.launch_backfill(params)
-        backfill = dev.wait_for_backfill(backfill_id, timeout=360)
+        backfill = dev.wait_for_backfill(backfill_id, timeout=900)
         assert backfill["status"] == "COMPLETED_SUCCESS", backfill
         runs = backfill["runs"]
         assert runs and {r["status"] for r in runs} == {"SUCCESS"}, runs
