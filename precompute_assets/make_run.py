@@ -4,7 +4,8 @@ The runs go to the Dagster instance in `DAGSTER_HOME`, so they show in the UI af
 calendar runs first, then the stale buckets in runs of up to `PRECOMPUTE_BUCKETS_PER_RUN` neighbouring
 buckets, or one run per core when only inputs changed (two runs at a time, one per core; each runs the
 store's checks and records them per bucket),
-then the manifest, then a backup when something changed and every check passed.
+then the manifest, then a backup when something changed and every check passed. While the ranges run,
+it shows one line per running range (its `precompute/progress` tag: buckets, stocks, time left).
 A bucket whose input, indicator definitions and calendar history are unchanged is not run at all, so
 a second `make run` on the same input finishes quickly and changes nothing.
 """
