@@ -136,6 +136,7 @@ class DagsterDev:
     store: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def home(self) -> Path:
@@ -162,6 +163,7 @@ class DagsterDev:
             "QLIB_DATA_PATH": str(self.store),
             "PRECOMPUTE_BATCHES": BATCHES,
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
 
     def log_tail(self, lines: int = 60) -> str:
@@ -314,9 +316,11 @@ class DagsterDev:
 
 
 @contextlib.contextmanager
-def dagster_dev(root: Path, parquet: Path, store: Path, timeout: float = 180) -> Iterator[DagsterDev]:
+def dagster_dev(
+    root: Path, parquet: Path, store: Path, timeout: float = 180, env: dict[str, str] | None = None
+) -> Iterator[DagsterDev]:
     """`dagster dev` for the duration of the block, stopped (process group and all) on the way out."""
-    services = DagsterDev(root=root, parquet=parquet, store=store)
+    services = DagsterDev(root=root, parquet=parquet, store=store, extra_env=env or {})
     try:
         services.start(timeout=timeout)
         yield services

@@ -153,8 +153,28 @@ def test_a_range_run_records_each_buckets_check_result_so_the_backup_follows(tmp
     tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
     result = materialize([*BUCKET_ASSETS, *STORE_CHECKS], resources=resources, instance=instance, tags=tags)
     assert result.success
-    per_bucket = {(e.check_name, e.partition) for e in result.get_asset_check_evaluations() if e.partition}
-    assert per_bucket == {(name, key) for name in CHECK_NAMES for key in keys}
+    recorded = [(e.check_name, e.partition) for e in result.get_asset_check_evaluations()]
+    assert sorted(recorded) == sorted((name, key) for name in CHECK_NAMES for key in keys)  # none on None
     assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert all(e.target_materialization_data is not None for e in result.get_asset_check_evaluations())
     assert failed_store_checks(instance) == []
     assert materialize([store_backup], resources=resources, instance=instance).success
+
+    # One damaged bucket in a range: that bucket's checks fail on its own partition, the others pass.
+    path = StoreLayout(tmp_path / "qlib_data").bin_path(IN_BUCKET[0], "rsi14")
+    data = np.fromfile(path, dtype="<f4")
+    data[500] = 150.0
+    path.write_bytes(data.tobytes())
+    job = define_asset_job("store_checks", selection=AssetSelection.checks(*STORE_CHECKS))
+    defs = Definitions(assets=[qlib_store], asset_checks=STORE_CHECKS, jobs=[job], resources=resources)
+    rechecked = defs.resolve_job_def("store_checks").execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False
+    )
+    assert not rechecked.success
+    outcome = {(e.check_name, e.partition): e.passed for e in rechecked.get_asset_check_evaluations()}
+    assert sorted(outcome) == sorted((name, key) for name in CHECK_NAMES for key in keys)
+    assert {where for where, passed in outcome.items() if not passed} == {
+        ("quality", BUCKET),
+        ("integrity", BUCKET),
+    } | ({("consistency", BUCKET)} if not outcome[("consistency", BUCKET)] else set())
+    assert {f.split(" on ")[1] for f in failed_store_checks(instance)} == {BUCKET}

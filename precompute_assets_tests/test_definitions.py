@@ -139,3 +139,22 @@ def test_a_transient_error_in_a_bucket_step_is_retried(tmp_path, monkeypatch):
         PRECOMPUTE_ASSETS, selection=["stock_bars"], partition_key=bucket, resources=resources, instance=instance
     )
     assert result.success and len(attempts) == 2
+
+
+def test_the_precompute_job_is_the_store_and_backfills_in_ranges():
+    """The UI's one job builds the store alone; every partitioned asset runs ranges of `make run`'s size."""
+    from precompute_assets.cli.make_run import buckets_per_run
+    from precompute_assets.defs.partitions import buckets_per_run_setting
+
+    job = defs.resolve_job_def("precompute")
+    assets = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    store = {"trading_calendar", "stock_bars", "qlib_stats", "alpha158", "technical", "fundamental"}
+    assert assets == store | {"qlib_store", "store_manifest", "store_summary"}
+    checks = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
+    assert {"completeness", "quality", "consistency", "integrity", "store_is_current"} <= checks
+    graph = defs.resolve_asset_graph()
+    size = buckets_per_run_setting()
+    assert size == buckets_per_run({"b00": "never built"}, workers=2)
+    for name in PARTITIONED - {"stock_parquet_files"}:
+        policy = graph.get(AssetKey(name)).backfill_policy
+        assert policy is not None and policy.max_partitions_per_run == size, name

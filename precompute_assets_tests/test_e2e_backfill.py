@@ -13,6 +13,8 @@ and only then do the stocks arrive and the backfill start.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,12 +22,20 @@ from conftest import build_store, copy_inputs
 from e2e_services import dagster_dev, read_with_qlib
 
 from precompute_assets.build.buckets import bucket_keys, bucket_of
+from precompute_assets.defs.precompute.run_progress import PROGRESS_TAG
 
 pytestmark = pytest.mark.e2e
 
 # Real CSI300 data, 2010-2026: every one of the 4 buckets gets a stock, b02 gets two.
 CODES = ("SH600519", "SH000300", "SH600000", "SZ000001", "SH601318")
 WARM_UP = 60  # rows; RSI14 needs 14, Alpha158's longest window 60
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+STORE_CHECKS = ("completeness", "quality", "consistency", "integrity")
+CHECK_EXECUTIONS = """
+query Checks($key: AssetKeyInput!, $name: String!) { assetCheckExecutions(assetKey: $key, checkName: $name, limit: 50) {
+  runId status partition evaluation { partition } } }
+"""
 
 MATERIALIZATIONS = """
 query Materializations($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename
@@ -39,7 +49,8 @@ def test_materialize_all_backfill_builds_a_store_qlib_reads(tmp_path):
     parquet.mkdir()
     store = build_store(parquet, tmp_path / "qlib_data").qlib_data_path  # current for an empty input
 
-    with dagster_dev(tmp_path, parquet, store) as dev:
+    # Two neighbouring buckets per run (the backfill policy's range, `PRECOMPUTE_BUCKETS_PER_RUN`)
+    with dagster_dev(tmp_path, parquet, store, env={"PRECOMPUTE_BUCKETS_PER_RUN": "2"}) as dev:
         dev.quiet_sensor()
         copy_inputs(CODES, parquet)
         assert not (store / "features").exists() or not any((store / "features").iterdir())
@@ -51,13 +62,19 @@ def test_materialize_all_backfill_builds_a_store_qlib_reads(tmp_path):
         assert ("stock_parquet_files",) not in selected  # the observable source is observed, not materialized
 
         backfill_id = dev.launch_backfill(params)
-        backfill = dev.wait_for_backfill(backfill_id, timeout=360)
+        backfill = dev.wait_for_backfill(backfill_id, timeout=900)
         assert backfill["status"] == "COMPLETED_SUCCESS", backfill
         runs = backfill["runs"]
         assert runs and {r["status"] for r in runs} == {"SUCCESS"}, runs
         tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
         assert all(t.get("dagster/from_ui") == "true" for t in tags)
-        assert sorted(t["dagster/partition"] for t in tags if "dagster/partition" in t) == bucket_keys(4)
+        # The buckets ran in ranges, as `make run` runs them: fewer runs than buckets, each bucket in one.
+        ranges = sorted((t[RANGE_START], t[RANGE_END]) for t in tags if RANGE_START in t)
+        assert ranges == [("b00", "b01"), ("b02", "b03")], tags
+        assert not any("dagster/partition" in t for t in tags), "a run of a single bucket"
+        # Each range run told its progress: buckets, stocks and time left, in a tag the runs list shows
+        progress = [t[PROGRESS_TAG] for t in tags if RANGE_START in t]
+        assert all(re.fullmatch(r"\w+: 2/2 buckets, \d+/\d+ stocks; run 100% done, .*~0s left", p) for p in progress)
 
         # The backfill's own runs materialized every selected asset, every bucket of the partitioned ones.
         nodes = {tuple(n["assetKey"]["path"]): n for n in dev.asset_nodes()}
@@ -69,6 +86,14 @@ def test_materialize_all_backfill_builds_a_store_qlib_reads(tmp_path):
             assert done == expected, f"{key}: materialized by the backfill for {done}, expected {expected}"
 
         assert {r["id"] for r in dev.runs()} == run_ids  # nothing but the backfill ran
+
+        # Every bucket's check results are recorded on its own partition (none on None), all passed.
+        for name in STORE_CHECKS:
+            found = dev.graphql(CHECK_EXECUTIONS, {"key": {"path": ["qlib_store"]}, "name": name})
+            executions = [e for e in found["assetCheckExecutions"] if e["runId"] in run_ids]
+            recorded = sorted(str(e["evaluation"] and e["evaluation"]["partition"]) for e in executions)
+            assert recorded == bucket_keys(4), f"{name}: recorded on {recorded}"
+            assert {e["status"] for e in executions} == {"SUCCEEDED"}, f"{name}: {executions}"
 
     features = read_with_qlib(store, list(CODES), ["$close", "$rsi14", "$alpha_001"], tmp_path)
     assert sorted(features.index.get_level_values("instrument").unique()) == sorted(CODES)

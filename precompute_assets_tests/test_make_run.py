@@ -1,7 +1,17 @@
-"""`make run`'s grouping of stale buckets into range runs."""
+"""`make run`'s grouping of stale buckets into range runs, and what it prints."""
 
-from precompute_assets.build.buckets import bucket_keys
-from precompute_assets.cli.make_run import BUCKETS_PER_RUN_ENV, buckets_per_run, contiguous_groups
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from precompute_assets.build.buckets import bucket_keys, bucket_of
+from precompute_assets.cli.make_run import BUCKETS_PER_RUN_ENV, buckets_per_run, contiguous_groups, main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "parquet" / "stock_data"
 
 ORDER = bucket_keys(64)
 
@@ -28,3 +38,49 @@ def test_the_setting_wins_and_gaps_split_ranges(monkeypatch):
     todo = {bucket: "input changed" for bucket in ORDER[:4] + ORDER[6:8]}
     groups = contiguous_groups(sorted(todo), ORDER, buckets_per_run(todo, workers=2))
     assert groups == [tuple(ORDER[:3]), (ORDER[3],), tuple(ORDER[6:8])]
+
+
+SILENCED = (
+    "ModuleNotFoundError.",  # Qlib's optional models
+    "Gym has been unmaintained",  # gym's banner
+    "BetaWarning",
+    "PreviewWarning",  # Dagster's, for the APIs the project chose
+)
+
+
+@pytest.mark.slow
+def test_make_run_on_the_sample_shows_the_projects_lines_and_no_third_party_noise(tmp_path, monkeypatch, capfd):
+    """`make run` (main) on the sample, one stock of it suspended for most of its history: the output holds
+    the progress, the project's own NaN-share warning and the summary, and no line of the silenced sources."""
+    parquet = tmp_path / "parquet"
+    shutil.copytree(SAMPLE, parquet)
+    suspended = sorted(parquet.glob("*.parquet"))[10]
+    frame = pd.read_parquet(suspended)
+    rows = slice(int(len(frame) * 0.3), int(len(frame) * 0.75))
+    flat = frame["close"].iloc[rows.start - 1]
+    frame.loc[frame.index[rows], ["open", "high", "low", "close"]] = flat  # suspended: flat prices, no volume
+    frame.loc[frame.index[rows], "volume"] = 0.0
+    frame.to_parquet(suspended)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    for name, value in {
+        "DAGSTER_HOME": str(home),
+        "PARQUET_DATA_PATH": str(parquet),
+        "QLIB_DATA_PATH": str(tmp_path / "qlib_data"),
+        "PRECOMPUTE_BACKUP_AFTER_RUN": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(BUCKETS_PER_RUN_ENV, raising=False)
+
+    code = main()
+    out, err = capfd.readouterr()
+    lines = (out + err).splitlines()
+    assert code == 0, "\n".join(lines[-80:])
+    noise = [line for line in lines if any(source in line for source in SILENCED)]
+    assert noise == [], "\n".join(noise[:20])
+    assert "=== precompute summary ===" in lines
+    assert any(re.search(r"\[\d+/\d+\] b\d+(\.\.b\d+)? ok", line) for line in lines)
+    warning = [line for line in lines if " - WARNING - " in line and "quality" in line]
+    assert warning and f"quality {bucket_of(suspended.stem.upper(), 4)}: " in warning[0], "\n".join(lines[-80:])
+    assert any("NaN share after warm-up above 25%" in line and suspended.stem.upper() in line for line in lines)

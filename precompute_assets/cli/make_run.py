@@ -4,7 +4,8 @@ The runs go to the Dagster instance in `DAGSTER_HOME`, so they show in the UI af
 calendar runs first, then the stale buckets in runs of up to `PRECOMPUTE_BUCKETS_PER_RUN` neighbouring
 buckets, or one run per core when only inputs changed (two runs at a time, one per core; each runs the
 store's checks and records them per bucket),
-then the manifest, then a backup when something changed and every check passed.
+then the manifest, then a backup when something changed and every check passed. While the ranges run,
+it shows one line per running range (its `precompute/progress` tag: buckets, stocks, time left).
 A bucket whose input, indicator definitions and calendar history are unchanged is not run at all, so
 a second `make run` on the same input finishes quickly and changes nothing.
 """
@@ -16,20 +17,22 @@ import fcntl
 import os
 import sys
 import time
-import warnings
+import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TextIO
 
-from dagster import DagsterInstance, JobDefinition, execute_job, reconstructable
+from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter, execute_job, reconstructable
 
 from precompute_assets.build import intermediates
 from precompute_assets.build.bucket_state import INPUT_CHANGED
 from precompute_assets.build.freshness import stale_buckets
-from precompute_assets.defs.partitions import stock_buckets
+from precompute_assets.defs.partitions import BUCKETS_PER_RUN_ENV, buckets_per_run_setting, stock_buckets
 from precompute_assets.defs.precompute.check_status import unfinished_store_checks
+from precompute_assets.defs.precompute.run_progress import PROGRESS_TAG
 from precompute_assets.defs.run_workers import WORKER_TAG, mark_dead_runs, worker_tag
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.registry import FAMILIES
@@ -38,10 +41,6 @@ from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
 
 BUCKET_JOB, CALENDAR_JOB, MANIFEST_JOB = "precompute_bucket_job", "calendar_job", "manifest_job"
-# Buckets per run (a partition range): each run costs a process start, Dagster's run and step
-# start-up and the checks' imports, a few seconds, whatever it holds. See README "Performance".
-BUCKETS_PER_RUN_ENV = "PRECOMPUTE_BUCKETS_PER_RUN"
-BUCKETS_PER_RUN = 8
 
 
 def job_def(name: str) -> JobDefinition:
@@ -69,9 +68,14 @@ def backup_job() -> JobDefinition:
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_job(target, buckets: tuple[str, ...] = ()) -> bool:
+SESSION_TAG, RANGE_TAG = "precompute/make_run", "precompute/range"
+POLL = 1.0
+"""Seconds between looks at the running ranges' progress tags."""
+
+
+def run_job(target, buckets: tuple[str, ...] = (), session: str = "") -> bool:
     """One Dagster run on the persistent instance; True when it succeeded (its logs are in the UI)."""
-    return run_job_outcome(target, buckets).success
+    return run_job_outcome(target, buckets, session).success
 
 
 @dataclass(frozen=True)
@@ -83,18 +87,18 @@ class RunOutcome:
     store: dict[str, float]
 
 
-def run_bucket_job(buckets: tuple[str, ...]) -> RunOutcome:
-    return run_job_outcome(bucket_job, buckets)
+def run_bucket_job(buckets: tuple[str, ...], session: str = "") -> RunOutcome:
+    return run_job_outcome(bucket_job, buckets, session)
 
 
-def run_job_outcome(target, buckets: tuple[str, ...] = ()) -> RunOutcome:
+def run_job_outcome(target, buckets: tuple[str, ...] = (), session: str = "") -> RunOutcome:
     """One Dagster run on the persistent instance, tagged with the process executing it.
 
     Several buckets go in one run as a partition range: the assets loop over them in one process,
-    which saves a run's start-up (about 5 s) per bucket. The worker tag lets the next `make run` and
-    the daemon mark the run failed if this process is killed (`run_workers`).
+    which saves a run's start-up per bucket. The worker tag lets the next `make run` and the daemon
+    mark the run failed if this process is killed (`run_workers`); `session` tags the run so that
+    `main` can find it and show its progress.
     """
-    warnings.filterwarnings("ignore", category=UserWarning)
     if len(buckets) == 1:
         tags = {"dagster/partition": buckets[0], "precompute/bucket": buckets[0]}
     elif buckets:
@@ -102,6 +106,8 @@ def run_job_outcome(target, buckets: tuple[str, ...] = ()) -> RunOutcome:
     else:
         tags = {}
     tags[WORKER_TAG] = worker_tag()
+    if session and buckets:
+        tags |= {SESSION_TAG: session, RANGE_TAG: range_name(buckets)}
     with (
         DagsterInstance.get() as instance,
         execute_job(reconstructable(target), instance, tags=tags, run_config=QUIET) as result,
@@ -117,6 +123,59 @@ def run_job_outcome(target, buckets: tuple[str, ...] = ()) -> RunOutcome:
 
 
 STORE_NOTES = ("stocks_written", "stocks_written_by_another_run", "lock_waited_seconds")
+
+
+def range_name(buckets: tuple[str, ...]) -> str:
+    return buckets[0] if len(buckets) == 1 else f"{buckets[0]}..{buckets[-1]}"
+
+
+class ProgressBoard:
+    """One line per running range, updated in place on a terminal; elsewhere (a log file, a pipe) a
+    range's line is printed again only when it changed and `every` seconds passed since its last."""
+
+    def __init__(self, out: TextIO, every: float = 10.0) -> None:
+        self.out, self.every = out, every
+        self.live = out.isatty()
+        self.lines: dict[str, str] = {}
+        self.drawn = 0
+        self.printed: dict[str, tuple[str, float]] = {}
+
+    def say(self, line: str) -> None:
+        """A permanent line (a range finished), above the live ones."""
+        self._erase()
+        print(line, file=self.out)
+        self._draw()
+
+    def update(self, lines: dict[str, str]) -> None:
+        self.lines = dict(sorted(lines.items()))
+        if self.live:
+            self._erase()
+            self._draw()
+            return
+        now = time.monotonic()
+        for name, text in self.lines.items():
+            last, when = self.printed.get(name, ("", -self.every))
+            if text != last and now - when >= self.every:
+                print(f"  {name}  {text}", file=self.out, flush=True)
+                self.printed[name] = (text, now)
+
+    def _erase(self) -> None:
+        if self.live and self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F\x1b[J")  # up to the first live line, clear below
+        self.drawn = 0
+
+    def _draw(self) -> None:
+        if self.live:
+            for name, text in self.lines.items():
+                self.out.write(f"  {name}  {text}\n")
+            self.drawn = len(self.lines)
+        self.out.flush()
+
+
+def running_ranges(instance: DagsterInstance, session: str) -> dict[str, str]:
+    """Each running range of this `make run` and its progress tag (set by the run's steps)."""
+    runs = instance.get_runs(RunsFilter(tags={SESSION_TAG: session}, statuses=[DagsterRunStatus.STARTED]))
+    return {run.tags[RANGE_TAG]: run.tags.get(PROGRESS_TAG, "starting") for run in runs if RANGE_TAG in run.tags}
 
 
 def main(workers: int = 2) -> int:
@@ -136,20 +195,29 @@ def main(workers: int = 2) -> int:
     print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
     failed, runs = [], {}
     groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), buckets_per_run(todo, workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_bucket_job, group): group for group in groups}
-        for done, future in enumerate(as_completed(futures), start=1):
-            group = futures[future]
-            outcome = future.result()
-            runs.update(dict.fromkeys(group, outcome.run_id))
-            failed += [] if outcome.success else list(group)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / done * (len(futures) - done)
-            name = group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}"
-            print(
-                f"[{done}/{len(futures)}] {name} {'ok' if outcome.success else 'FAILED'}{_store_note(outcome)}"
-                f"  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
-            )
+    session = uuid.uuid4().hex
+    board = ProgressBoard(sys.stdout)
+    with (
+        ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool,
+        DagsterInstance.get() as instance,
+    ):
+        futures = {pool.submit(run_bucket_job, group, session): group for group in groups}
+        pending, done = set(futures), 0
+        while pending:
+            finished, pending = wait(pending, timeout=POLL, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done += 1
+                group = futures[future]
+                outcome = future.result()
+                runs.update(dict.fromkeys(group, outcome.run_id))
+                failed += [] if outcome.success else list(group)
+                elapsed = time.perf_counter() - started
+                eta = elapsed / done * (len(futures) - done)
+                board.say(
+                    f"[{done}/{len(futures)}] {range_name(group)} {'ok' if outcome.success else 'FAILED'}"
+                    f"{_store_note(outcome)}  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
+                )
+            board.update(running_ranges(instance, session) if pending else {})
     if not run_job(manifest_job):
         failed.append("manifest")
     backup = os.environ.get("PRECOMPUTE_BACKUP_AFTER_RUN", "1") != "0"
@@ -195,13 +263,13 @@ def _store_note(outcome: RunOutcome) -> str:
 
 
 def buckets_per_run(todo: dict[str, str], workers: int) -> int:
-    """`PRECOMPUTE_BUCKETS_PER_RUN` when set; else 8 for a build, and one run per worker when every
-    bucket only has changed input (the daily update: a bucket's new day costs less than a run's start)."""
-    if os.environ.get(BUCKETS_PER_RUN_ENV):
-        return int(os.environ[BUCKETS_PER_RUN_ENV])
-    if todo and set(todo.values()) == {INPUT_CHANGED}:
-        return max(BUCKETS_PER_RUN, -(-len(todo) // workers))
-    return BUCKETS_PER_RUN
+    """The backfill policy's range size (`partitions.buckets_per_run_setting`); unless the setting is
+    given, one run per worker when every bucket only has changed input (the daily update: a bucket's
+    new day costs less than a run's start)."""
+    size = buckets_per_run_setting()
+    if not os.environ.get(BUCKETS_PER_RUN_ENV) and todo and set(todo.values()) == {INPUT_CHANGED}:
+        return max(size, -(-len(todo) // workers))
+    return size
 
 
 def contiguous_groups(buckets: list[str], order: list[str], size: int) -> list[tuple[str, ...]]:

@@ -30,6 +30,7 @@ STALE_AFTER = 600.0
 WAIT_POLL = 0.5
 UNWRITTEN_GRACE = 30.0
 """A lock file without its owner yet may be in the middle of being written; older, it is a crash's leftover."""
+WAIT_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,10 @@ class StoreLock:
         stale_after: float = STALE_AFTER,
         excludes: Callable[[str], bool] = lambda other: False,
         wait: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
-        self.wait = wait
+        self.wait, self.on_wait = wait, on_wait
         self.purpose = purpose
         self.stale_after = stale_after
         self.excludes = excludes
@@ -134,6 +136,8 @@ class StoreLock:
             except LockHeldError as held:
                 if time.monotonic() - started >= wait:
                     raise
+                if self.on_wait is not None and self.waited_for is None:  # said once, when waiting starts
+                    self.on_wait(f"{self.name}: waiting up to {wait:.0f}s for {held.owner or 'its holder'}")
                 self.waited_for = held.owner or self.waited_for
                 time.sleep(min(WAIT_POLL, max(wait - (time.monotonic() - started), 0.01)))
                 self.waited = time.monotonic() - started
@@ -209,14 +213,26 @@ class StoreLock:
 
 
 def bucket_lock(
-    root: Path, bucket: str, *, purpose: str = "", stale_after: float = STALE_AFTER, wait: float = 0.0
+    root: Path,
+    bucket: str,
+    *,
+    purpose: str = "",
+    stale_after: float = STALE_AFTER,
+    wait: float = 0.0,
+    on_wait: Callable[[str], None] | None = None,
 ) -> StoreLock:
     """The lock a bucket's writer holds while it commits stocks; it also keeps a restore out.
 
-    `wait`: seconds a `with` block waits for another holder before it refuses."""
+    `wait`: seconds a `with` block waits for another holder before it refuses (telling `on_wait` once)."""
     name, purpose = f"bucket-{bucket}", purpose or f"writing bucket {bucket}"
     return StoreLock(
-        root, name, purpose=purpose, stale_after=stale_after, excludes=lambda other: other == STORE, wait=wait
+        root,
+        name,
+        purpose=purpose,
+        stale_after=stale_after,
+        excludes=lambda other: other == STORE,
+        wait=wait,
+        on_wait=on_wait,
     )
 
 

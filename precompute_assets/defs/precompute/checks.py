@@ -5,7 +5,7 @@ that found only warnings (a high NaN share) reports WARN and lets the run go on.
 """
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from dagster import (
     AssetCheckEvaluation,
@@ -13,12 +13,18 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetRecordsFilter,
+    Output,
     asset_check,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
 )
 
 from precompute_assets.build.bucket_state import mark_for_repair
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.check_metadata import check_metadata
+from precompute_assets.defs.precompute.run_progress import RunProgress
 from precompute_assets.defs.precompute.store import qlib_store
 from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.settings import Settings
@@ -29,6 +35,7 @@ from precompute_assets.validation.integrity import validate_integrity
 from precompute_assets.validation.quality import validate_quality
 from precompute_assets.validation.result import ValidationResult
 
+CHECK_OUTPUT = "result"  # the output name @asset_check gives its op
 Validate = Callable[[AssetCheckExecutionContext, Settings, str], ValidationResult]
 
 
@@ -40,27 +47,49 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
         blocking=True,
         description=description,
     )
-    def _check(context: AssetCheckExecutionContext, precompute: PrecomputeSettings) -> AssetCheckResult:
+    def _check(
+        context: AssetCheckExecutionContext, precompute: PrecomputeSettings
+    ) -> Iterator[AssetCheckResult | AssetCheckEvaluation | Output]:
         settings = precompute.settings
-        results = {bucket: validate(context, settings, bucket) for bucket in context.partition_keys}
-        if not context.has_partition_key:
-            # Dagster records a range run's returned result without a partition: each bucket gets its own
-            for bucket, result in results.items():
-                context.op_execution_context.log_event(
-                    AssetCheckEvaluation(
-                        asset_key=qlib_store.key,
-                        check_name=name,
-                        partition=bucket,
-                        blocking=True,
-                        **_outcome(result),
-                    )
-                )
-        result = ValidationResult.combine(list(results.values()))
-        log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
-        log(result.describe())
-        return AssetCheckResult(**_outcome(result))
+        progress = RunProgress.start(context, name, settings)
+        results = {}
+        for bucket in context.partition_keys:
+            results[bucket] = result = validate(context, settings, bucket)
+            log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
+            log(result.describe())  # names the check and the bucket
+            progress.bucket_done(bucket)
+        if context.has_partition_key:
+            yield AssetCheckResult(**_outcome(next(iter(results.values()))))
+            return
+        # A returned AssetCheckResult carries no partition in a range run (Dagster 1.13 records it on
+        # None): each bucket gets its own evaluation instead, and the check's output is emitted bare.
+        for bucket, result in results.items():
+            yield AssetCheckEvaluation(
+                asset_key=qlib_store.key,
+                check_name=name,
+                partition=bucket,
+                blocking=True,
+                target_materialization_data=_latest_materialization(context, bucket),
+                **_outcome(result),
+            )
+        yield Output(None, output_name=CHECK_OUTPUT)
 
     return _check
+
+
+def _latest_materialization(
+    context: AssetCheckExecutionContext, bucket: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The bucket's latest `qlib_store` materialization, which the UI ties the evaluation to."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=qlib_store.key, asset_partitions=[bucket]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+    )
 
 
 def _outcome(result: ValidationResult) -> dict[str, object]:

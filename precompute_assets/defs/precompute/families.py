@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, asset
 
 from precompute_assets.build.pipeline import build_family
-from precompute_assets.defs.partitions import stock_buckets
+from precompute_assets.defs.partitions import bucket_backfill_policy, stock_buckets
 from precompute_assets.defs.precompute.bars import stock_bars
 from precompute_assets.defs.precompute.reporting import materialize_buckets, work_run
 from precompute_assets.defs.precompute.retries import BUCKET_RETRIES
@@ -24,6 +24,7 @@ def build_family_asset(family: str) -> AssetsDefinition:
         name=family,
         deps=[stock_bars],
         partitions_def=stock_buckets,
+        backfill_policy=bucket_backfill_policy,
         retry_policy=BUCKET_RETRIES,
         code_version=family_code_version(family),
         group_name="indicators",

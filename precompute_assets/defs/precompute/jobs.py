@@ -1,4 +1,5 @@
-"""Jobs: the per-bucket precompute, and the unpartitioned calendar and manifest steps around it."""
+"""Jobs: the whole store (`precompute`, the UI's button), the per-bucket precompute, and the unpartitioned
+calendar and manifest steps around it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ from precompute_assets.defs.precompute.manifest import store_manifest
 from precompute_assets.defs.precompute.store import qlib_store
 from precompute_assets.defs.precompute.summary import store_summary
 
+# The store and nothing else: the research assets and the backup read it but are not part of it.
+STORE_SELECTION = AssetSelection.assets(
+    trading_calendar, stock_bars, *family_assets, qlib_store, store_manifest, store_summary
+)
+precompute_job = define_asset_job(
+    "precompute",
+    selection=STORE_SELECTION,
+    partitions_def=stock_buckets,
+    description="The whole store: the calendar, every bucket (bars, the four families, the store and its "
+    "checks, in ranges of neighbouring buckets), then the manifest and the summary. Materialize all, "
+    "choose All partitions, Launch backfill.",
+)
 calendar_job = define_asset_job("calendar_job", selection=AssetSelection.assets(trading_calendar))
 bucket_job = define_asset_job(
     "precompute_bucket_job",
@@ -22,11 +35,9 @@ bucket_job = define_asset_job(
 manifest_job = define_asset_job("manifest_job", selection=AssetSelection.assets(store_manifest, store_summary))
 update_job = define_asset_job(
     "precompute_update_job",
-    selection=AssetSelection.assets(
-        trading_calendar, stock_bars, *family_assets, qlib_store, store_manifest, store_summary
-    ),
+    selection=STORE_SELECTION,
     partitions_def=stock_buckets,
     description="Everything one changed bucket needs, in order: calendar, bucket, manifest (sensor and schedule).",
 )
 
-JOBS = [calendar_job, bucket_job, manifest_job, update_job]
+JOBS = [precompute_job, calendar_job, bucket_job, manifest_job, update_job]

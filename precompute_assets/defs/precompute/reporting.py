@@ -6,22 +6,27 @@ from collections.abc import Callable
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
 
 from precompute_assets.build.pipeline import StepReport
+from precompute_assets.defs.precompute.run_progress import RunProgress
 
 
 def materialize_buckets(context: AssetExecutionContext, step: Callable[[str], StepReport]) -> MaterializeResult:
-    """Run `step` for every bucket the run targets (one, or a range) and report them together.
+    """Run `step` for every bucket the run targets (one, or a range) and report them together,
+    with the run's progress after each bucket (`run_progress`).
 
     Skipped stocks are logged as errors with their reasons and listed in the metadata; the data
     version is content-based (dagster#33988 records partitioned source inputs as empty).
     """
     reports = {}
+    progress = RunProgress.start(context, context.asset_key.to_user_string(), context.resources.precompute.settings)
     for bucket in context.partition_keys:
         report = step(bucket)
         reports[bucket] = report
         for error in report.errors:
             context.log.error(f"{bucket}: {error}")
         context.log.info(f"{bucket}: {report.metadata}")
+        progress.bucket_done(bucket)
     merged = merge_reports(reports)
+    merged.metadata["buckets"] = len(reports)
     # ru_maxrss is in KiB on Linux: the step's process at its largest, for sizing workers
     merged.metadata["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return to_result(merged)

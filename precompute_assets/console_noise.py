@@ -1,0 +1,140 @@
+"""Third-party console noise, silenced where it starts, each source by its exact message.
+
+Installed once per process by `precompute_assets/__init__.py`, so `make run`, its run processes,
+`make dev`'s code server and every run worker start quiet. Nothing here is a blanket filter: a line or
+warning that does not match one of the exact texts below (the project's own warnings, any new
+third-party message) still shows.
+
+- Qlib's `qlib.contrib.model` prints "ModuleNotFoundError. <model> is/are skipped ..." to stdout at
+  import for each optional model library that is missing (CatBoost, XGBoost, PyTorch); the project
+  uses none of them.
+- gym prints its "unmaintained since 2022" banner to stderr at import; Qlib's RL package imports gym,
+  and the project never uses it.
+- Dagster warns about beta and preview APIs the project chose knowingly: the observable input source,
+  the backfill policy (range runs) and partitioned asset checks (one result per bucket).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TextIO
+
+
+@dataclass(frozen=True)
+class ImportNoise:
+    """Lines a module prints to `stream` ("stdout" or "stderr") while it is imported."""
+
+    module: str
+    stream: str
+    lines: tuple[re.Pattern[str], ...]
+
+
+IMPORT_NOISE = (
+    ImportNoise(
+        "qlib.contrib.model",
+        "stdout",
+        (
+            re.compile(
+                r"ModuleNotFoundError\.\s+\S.* (is|are) skipped\.? ?\(optional: maybe installing .+ can fix it\.?\)\.?"
+            ),
+        ),
+    ),
+    ImportNoise(
+        "gym",
+        "stderr",
+        (
+            re.compile(r"(Additionally, )?Gym has been unmaintained since 2022 and does not support NumPy 2\.0 .*"),
+            re.compile(r"Please upgrade to Gymnasium, the maintained drop-in replacement of Gym, .*"),
+            re.compile(r"Users of this version of Gym should be able to simply replace 'import gym' .*"),
+            re.compile(r"See the migration guide at https://gymnasium\.farama\.org/introduction/migration_guide/ .*"),
+        ),
+    ),
+)
+
+# Exact starts of Dagster's warnings, selected by message rather than by Dagster's classes so that
+# this module (imported by the package) needs no Dagster import and the core stays free of it.
+DAGSTER_API_WARNINGS = (
+    "Function `observable_source_asset` is currently in beta",  # BetaWarning
+    "Parameter `backfill_policy` of function `asset` is currently in beta",  # BetaWarning
+    "Specifying a partitions_def on an AssetCheckSpec is currently in preview",  # PreviewWarning
+)
+
+
+class _LineFilter:
+    """A text stream that drops whole lines matching `patterns` and passes everything else through."""
+
+    def __init__(self, target: TextIO, patterns: Sequence[re.Pattern[str]]) -> None:
+        self.target, self.patterns, self.pending = target, patterns, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if not any(p.fullmatch(line) for p in self.patterns):
+                self.target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write("\n")
+        self.target.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.target, name)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs the real loader with the module's known lines filtered out of one stream."""
+
+    def __init__(self, loader: importlib.abc.Loader, noise: ImportNoise) -> None:
+        self.loader, self.noise = loader, noise
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        original = getattr(sys, self.noise.stream)
+        quiet = _LineFilter(original, self.noise.lines)
+        setattr(sys, self.noise.stream, quiet)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            if getattr(sys, self.noise.stream) is quiet:
+                setattr(sys, self.noise.stream, original)
+            quiet.flush()
+
+    def __getattr__(self, name: str) -> object:  # resources, source, code: the real loader's
+        return getattr(self.loader, name)
+
+
+class _QuietFinder(importlib.abc.MetaPathFinder):
+    """Finds the noisy modules through the other finders and wraps their loaders."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None):
+        noise = next((n for n in IMPORT_NOISE if n.module == fullname), None)
+        if noise is None:
+            return None
+        for finder in sys.meta_path:
+            if isinstance(finder, _QuietFinder) or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _QuietLoader(spec.loader, noise)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Filter the known noise in this process (idempotent)."""
+    if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietFinder())
+    for message in DAGSTER_API_WARNINGS:
+        # `message` is matched at the start of the warning's text: only these exact warnings go
+        warnings.filterwarnings("ignore", message=re.escape(message), category=Warning)
