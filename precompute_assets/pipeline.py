@@ -24,17 +24,27 @@ from precompute_assets.families.base import valid_rows
 from precompute_assets.families.update import compute_family_update, tail_start
 from precompute_assets.operations.disk_space import ensure_free_space, stock_write_bytes
 from precompute_assets.operations.lock import bucket_lock
-from precompute_assets.parquet_input import file_fingerprint, read_stock_cached, scan_folder
+from precompute_assets.parquet_input import InputError, file_fingerprint, read_stock_cached, scan_folder
 from precompute_assets.progress import Log, Progress, no_log, stock_line
 from precompute_assets.registry import history_need, load_registry
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import BASE_FIELDS
-from precompute_assets.store.bucket_state import clear_repairs, marked_for_repair, record_bucket
+from precompute_assets.store.bucket_state import (
+    clear_repairs,
+    marked_for_repair,
+    record_bucket,
+    record_input_problems,
+)
 from precompute_assets.store.bucket_writer import StockWrite, write_stock
-from precompute_assets.store.calendar import publish_calendar, read_working_calendar, write_working_calendar
+from precompute_assets.store.calendar import (
+    publish_calendar,
+    read_calendar,
+    read_working_calendar,
+    write_working_calendar,
+)
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import write_manifest
-from precompute_assets.update_plan import StockPlan, plan_stock
+from precompute_assets.update_plan import HistoryShrunk, StockPlan, plan_stock
 from precompute_assets.warmup import nan_after_warmup
 
 WRITER_THREADS = 4
@@ -111,7 +121,10 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
     fingerprints = file_fingerprints(folder.files, codes)
     need = max(history_need(i) for i in registry.all())
     repairs = marked_for_repair(layout, bucket)
+    published = read_calendar(layout)
     bars, plans, quality, errors = {}, {}, {}, []
+    problems: list[str] = []
+    ignored: dict[str, list[str]] = {}
     progress = Progress(f"{bucket} bars", len(codes), log)
     for code in codes:
         progress.advance()
@@ -127,11 +140,24 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
                 raise _Unreadable(code)
             return result.bars[code]
 
+        def dates(code: str = code, loaded: BucketBars = loaded) -> pd.DatetimeIndex:
+            return loaded.inputs[code].bars.index
+
         try:
-            plan, stock_bars = plan_stock(layout, registry, code, fingerprints[code], calendar, load, repairs.get(code))
+            plan, stock_bars = plan_stock(
+                layout, registry, code, fingerprints[code], calendar, load, repairs.get(code), dates, published
+            )
         except _Unreadable:  # skipped with its InputError; whatever the store holds stays as it is
             errors.extend(str(e) for e in loaded.errors)
             continue
+        except HistoryShrunk as exc:  # the file lost stored days: keep them, and say so
+            errors.append(str(InputError(folder.files[code], code, "history_shrunk", str(exc))))
+            continue
+        finally:
+            for read in loaded.inputs.values():
+                problems.extend(str(p) for p in read.problems)
+                if read.ignored_columns:
+                    ignored[read.code] = read.ignored_columns
         quality.update({c: dict(s.quality) for c, s in loaded.inputs.items()})
         plans[code] = plan
         if stock_bars is not None:
@@ -145,15 +171,18 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
         "fingerprints": fingerprints,
         "quality": quality,
         "errors": errors,
+        "problems": problems,
+        "ignored_columns": ignored,
         "plans": {code: plan.to_notes() for code, plan in plans.items()},
     }
     intermediates.write_notes(work / "bars.json", notes)
     totals = {rule: sum(q.get(rule, 0) for q in quality.values()) for rule in _rules(quality)}
     modes = [plan.mode for plan in plans.values()]
-    report = StepReport(errors=errors, data_version=input_version(fingerprints))
+    report = StepReport(errors=errors + problems, data_version=input_version(fingerprints))
     report.metadata = {
         "stocks": len(plans),
         "stocks_skipped": len(errors),
+        "input_problems": len(problems),
         "stocks_full": modes.count("full"),
         "stocks_updated": modes.count("update"),
         "stocks_unchanged": modes.count("skip"),
@@ -269,6 +298,9 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
                     seconds=round(seconds, 4),
                 )
                 progress.advance(lines=[line])
+        record_input_problems(
+            layout, bucket, notes.get("errors", []), notes.get("problems", []), notes.get("ignored_columns", {})
+        )
         if not failed:  # a failed commit (disk, I/O) must be retried by the next run
             record_bucket(layout, bucket, version, calendar)
             clear_repairs(layout, bucket, [w.code for w in written])

@@ -47,6 +47,10 @@ class StoreLayout:
     def bucket_state_path(self, bucket: str) -> Path:
         return self.root / ".buckets" / f"{bucket}.json"
 
+    def input_problems_path(self, bucket: str) -> Path:
+        """What the bucket's last build found wrong in its input files (kept until the input changes)."""
+        return self.root / ".buckets" / f"{bucket}.input.json"
+
     def repair_path(self, bucket: str) -> Path:
         """Stocks a check found damaged, to be rebuilt by the bucket's next run."""
         return self.root / ".buckets" / f"{bucket}.repair.json"
