@@ -37,13 +37,15 @@ from precompute_assets.store.bucket_state import (
 )
 from precompute_assets.store.bucket_writer import StockWrite, write_stock
 from precompute_assets.store.calendar import (
+    history_inserted,
     publish_calendar,
     read_calendar,
     read_working_calendar,
     write_working_calendar,
 )
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.manifest import write_manifest
+from precompute_assets.store.manifest import calendar_holdouts, write_manifest
+from precompute_assets.store.stock_commit import pending_codes, publish_pending
 from precompute_assets.update_plan import HistoryShrunk, StockPlan, plan_stock
 from precompute_assets.warmup import nan_after_warmup
 
@@ -122,6 +124,7 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
     need = max(history_need(i) for i in registry.all())
     repairs = marked_for_repair(layout, bucket)
     published = read_calendar(layout)
+    inserted = history_inserted(published, calendar)
     bars, plans, quality, errors = {}, {}, {}, []
     problems: list[str] = []
     ignored: dict[str, list[str]] = {}
@@ -159,6 +162,8 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
                 if read.ignored_columns:
                     ignored[read.code] = read.ignored_columns
         quality.update({c: dict(s.quality) for c, s in loaded.inputs.items()})
+        if inserted and plan.mode == "update":  # appended rows would read shifted until the new calendar is out
+            plan = StockPlan(code, "full", "calendar history inserted: rebuilt as a pending version")
         plans[code] = plan
         if stock_bars is not None:
             update = plan.update
@@ -257,6 +262,8 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
     need = sum(stock_write_bytes(len(b), columns) for c, b in bars.items() if plans[c].mode != "skip")
     ensure_free_space(layout.root, need, f"write bucket {bucket}")
     version = input_version(notes.get("fingerprints", {}))
+    # rebuilt stocks stay pending until the manifest publishes the calendar they were built on
+    publish = not history_inserted(read_calendar(layout), calendar)
     with bucket_lock(layout.root, bucket):
         family_frames = {f: intermediates.read_frames(intermediates.frames_path(work, f)) for f in families}
         written, failed = [], 0
@@ -272,7 +279,17 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
             fingerprint = notes["fingerprints"][code]
             try:
                 outcome: StockWrite | Exception = write_stock(
-                    layout, registry, code, calendar, bars[code], frames, fingerprint, plans[code], state, quality
+                    layout,
+                    registry,
+                    code,
+                    calendar,
+                    bars[code],
+                    frames,
+                    fingerprint,
+                    plans[code],
+                    state,
+                    quality,
+                    publish=publish,
                 )
             except (ValueError, OSError) as exc:
                 outcome = exc
@@ -327,10 +344,17 @@ def build_manifest(settings: Settings) -> StepReport:
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
     version = input_version(file_fingerprints(folder.files, list(folder.files)))
-    publish_calendar(layout)
+    holdouts = calendar_holdouts(layout)
+    if not holdouts:
+        # the pending stocks sit on the working calendar only: swapped in just before it is published
+        publish_pending(layout, pending_codes(layout))
+        publish_calendar(layout)
     data_version = write_manifest(layout, load_registry(), folder.files, version)
-    report = StepReport(data_version=f"{data_version['version']}-{version}")
+    errors = [f"calendar not published: {code} holds it back, {why}" for code, why in sorted(holdouts.items())]
+    report = StepReport(errors=errors, data_version=f"{data_version['version']}-{version}")
     report.metadata = {
+        "calendar_published": not holdouts,
+        "calendar_held_back_by": ", ".join(sorted(holdouts)) or None,
         "version": data_version["version"],
         "stocks": data_version["stock_count"],
         "delisted": len(data_version["delisted"]),

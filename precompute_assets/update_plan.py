@@ -24,7 +24,7 @@ from precompute_assets.registry import Registry
 from precompute_assets.store.base_fields import base_fields
 from precompute_assets.store.bin_file import read_bin
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import files_match_meta, read_stock_meta
+from precompute_assets.store.stock_commit import files_match_meta, read_stock_meta, sits_on_calendar
 
 Mode = Literal["skip", "full", "update"]
 
@@ -109,13 +109,7 @@ def plan_stock(
 
 
 def _aligned(meta: dict, calendar: pd.DatetimeIndex) -> bool:
-    start, rows = meta["start_index"], meta["rows"]
-    if start + rows > len(calendar):
-        return False
-    return (
-        f"{calendar[start]:%Y-%m-%d}" == meta["first_date"]
-        and f"{calendar[start + rows - 1]:%Y-%m-%d}" == meta["last_date"]
-    )
+    return sits_on_calendar(meta, calendar)
 
 
 def _refuse_shrunk_history(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 FREQ = "day"
 BIN_SUFFIX = f".{FREQ}.bin"  # a field's file: `<field>.day.bin`
+PENDING = ".pending"  # in `.stock_versions/<code>/`: a link to a version not yet made current
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,10 @@ class StoreLayout:
     """Paths of Qlib's own layout plus the project's version folders and manifest files."""
 
     root: Path
+    pending: bool = False
+    """Look at stocks as the next calendar publication will show them: a stock with a pending version
+    (rebuilt onto a calendar with inserted history, not yet visible) is read from that version. The
+    store's checks use this view; readers and writers never do."""
 
     @property
     def calendar_path(self) -> Path:
@@ -56,7 +61,15 @@ class StoreLayout:
         return self.root / ".buckets" / f"{bucket}.repair.json"
 
     def stock_dir(self, code: str) -> Path:
+        if self.pending:
+            pending = self.pending_link(code)
+            if pending.is_symlink():
+                return pending.resolve()
         return self.features_dir / code.lower()
+
+    def pending_link(self, code: str) -> Path:
+        """The stock's version waiting for the calendar it was built on to be published."""
+        return self.versions_dir / code.lower() / PENDING
 
     def bin_path(self, code: str, field: str) -> Path:
         return self.stock_dir(code) / f"{field.lower()}{BIN_SUFFIX}"

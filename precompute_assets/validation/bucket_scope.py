@@ -34,7 +34,7 @@ class BucketScope:
 
     @cached_property
     def layout(self) -> StoreLayout:
-        return StoreLayout(self.settings.qlib_data_path)
+        return StoreLayout(self.settings.qlib_data_path, pending=True)  # as the next publication shows it
 
     @cached_property
     def calendar(self) -> pd.DatetimeIndex:
