@@ -128,6 +128,7 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
     bars, plans, quality, errors = {}, {}, {}, []
     problems: list[str] = []
     ignored: dict[str, list[str]] = {}
+    shrunk: dict[str, str] = {}
     progress = Progress(f"{bucket} bars", len(codes), log)
     for code in codes:
         progress.advance()
@@ -155,6 +156,7 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
             continue
         except HistoryShrunk as exc:  # the file lost stored days: keep them, and say so
             errors.append(str(InputError(folder.files[code], code, "history_shrunk", str(exc))))
+            shrunk[code] = str(exc)
             continue
         finally:
             for read in loaded.inputs.values():
@@ -178,6 +180,7 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log) -> StepReport
         "errors": errors,
         "problems": problems,
         "ignored_columns": ignored,
+        "history_shrunk": shrunk,
         "plans": {code: plan.to_notes() for code, plan in plans.items()},
     }
     intermediates.write_notes(work / "bars.json", notes)
@@ -316,7 +319,12 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
                 )
                 progress.advance(lines=[line])
         record_input_problems(
-            layout, bucket, notes.get("errors", []), notes.get("problems", []), notes.get("ignored_columns", {})
+            layout,
+            bucket,
+            notes.get("errors", []),
+            notes.get("problems", []),
+            notes.get("ignored_columns", {}),
+            notes.get("history_shrunk", {}),
         )
         if not failed:  # a failed commit (disk, I/O) must be retried by the next run
             record_bucket(layout, bucket, version, calendar)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from precompute_assets.buckets import bucket_of, codes_in_bucket
+from precompute_assets.buckets import bucket_keys, bucket_of, codes_in_bucket
 from precompute_assets.parquet_input import InputError, StockInput, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
+from precompute_assets.store.bucket_state import input_problems
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.stock_commit import align_to_calendar, stored_codes
@@ -53,13 +54,23 @@ class BucketScope:
         codes = stored_codes(self.layout)
         return [c for c in codes if self.bucket is None or bucket_of(c, self.settings.batches) == self.bucket]
 
+    @cached_property
+    def history_shrunk(self) -> dict[str, str]:
+        """Readable files the store does not follow because they lack stored dates (the bars step's
+        record): judged like unreadable ones, their stock is what was stored before."""
+        buckets = bucket_keys(self.settings.batches) if self.bucket is None else [self.bucket]
+        return input_problems(StoreLayout(self.settings.qlib_data_path), buckets)["history_shrunk"]
+
     def read_input(self, code: str) -> StockInput | InputError:
         """The stock's cleaned input by the input contract (read once), or why it cannot be used."""
         if code not in self._inputs:
+            path = self.input_files[code]
             try:
-                self._inputs[code] = read_stock_cached(self.input_files[code], code)
+                self._inputs[code] = read_stock_cached(path, code)
             except InputError as exc:
                 self._inputs[code] = exc
+            if code in self.history_shrunk:
+                self._inputs[code] = InputError(path, code, "history_shrunk", self.history_shrunk[code])
         return self._inputs[code]
 
     def readable_inputs(self) -> dict[str, StockInput]:
