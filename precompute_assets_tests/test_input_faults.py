@@ -10,7 +10,10 @@ calendar and the instrument list, NaN pattern identical and values within one fl
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,21 +40,26 @@ def write_inputs(folder: Path, frames: dict[str, pd.DataFrame]) -> Path:
     return folder
 
 
-def make_run(monkeypatch, capsys, tmp_path: Path, parquet: Path, store: Path) -> tuple[int, str]:
-    """`make run` on this input and store, in a Dagster instance of the test's own; (exit code, output)."""
-    from precompute_assets import make_run as driver
+def make_run(tmp_path: Path, parquet: Path, store: Path) -> tuple[int, str]:
+    """`make run` on this input and store, in a Dagster instance of the test's own; (exit code, output).
 
+    A process of its own, as `make run` is: the Dagster definitions read the store's paths from the
+    environment once, when they are imported."""
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("PARQUET_DATA_PATH", str(parquet))
-    monkeypatch.setenv("QLIB_DATA_PATH", str(store))
-    monkeypatch.setenv("PRECOMPUTE_BACKUP_AFTER_RUN", "0")
-    capsys.readouterr()
-    code = driver.main(workers=2)
-    out = capsys.readouterr().out
-    print(out)  # shown when the test fails
-    return code, out
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PARQUET_DATA_PATH": str(parquet),
+        "QLIB_DATA_PATH": str(store),
+        "PRECOMPUTE_BACKUP_AFTER_RUN": "0",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "precompute_assets.make_run"], env=env, capture_output=True, text=True, timeout=1200
+    )
+    print(done.stdout, done.stderr[-5000:])  # shown when the test fails
+    return done.returncode, done.stdout
 
 
 def stored_fields(store: Path) -> dict[str, dict[str, tuple[int, np.ndarray]]]:
@@ -130,7 +138,7 @@ def test_both_readers_read_vendor_dates_as_the_dates_they_mean(tmp_path, kind):
 
 
 @pytest.mark.slow  # a `make run` or two: about a minute each on two cores
-def test_a_store_updated_from_vendor_date_formats_equals_a_clean_build(tmp_path, monkeypatch, capsys, inputs):
+def test_a_store_updated_from_vendor_date_formats_equals_a_clean_build(tmp_path, inputs):
     """The issue's fault 1 as a daily update: files rewritten with integer and string dates, 20 new days."""
     parquet = write_inputs(tmp_path / "parquet", inputs)
     store = build_store(parquet, tmp_path / "qlib_data").qlib_data_path
@@ -138,14 +146,14 @@ def test_a_store_updated_from_vendor_date_formats_equals_a_clean_build(tmp_path,
     write_inputs(parquet, grown)
     for code, kind in zip(CODES, KINDS, strict=False):
         vendor_dates(grown[code], kind).to_parquet(parquet / f"{code}.parquet", index=False)
-    code, out = make_run(monkeypatch, capsys, tmp_path, parquet, store)
+    code, out = make_run(tmp_path, parquet, store)
     assert code == 0
     assert "bad_dates" not in out and "1970" not in out
     assert_same_store(store, clean_build(tmp_path, grown))
 
 
 @pytest.mark.slow  # a `make run` or two: about a minute each on two cores
-def test_dates_in_no_accepted_format_skip_the_stock_and_keep_its_stored_days(tmp_path, monkeypatch, capsys, inputs):
+def test_dates_in_no_accepted_format_skip_the_stock_and_keep_its_stored_days(tmp_path, inputs):
     """int64 nanoseconds (not YYYYMMDD), strings in another format, and a few rows dated outside
     1990..tomorrow: the first two keep their stored stock, the third loses only those rows."""
     parquet = write_inputs(tmp_path / "parquet", inputs)
@@ -160,7 +168,7 @@ def test_dates_in_no_accepted_format_skip_the_stock_and_keep_its_stored_days(tmp
     stray = grown["SH600519"].iloc[[0, 1]].assign(date=[pd.Timestamp("1970-01-01"), tomorrow + pd.Timedelta(days=30)])
     pd.concat([grown["SH600519"], stray]).to_parquet(parquet / "SH600519.parquet", index=False)
 
-    code, out = make_run(monkeypatch, capsys, tmp_path, parquet, store)
+    code, out = make_run(tmp_path, parquet, store)
     assert code == 0
     for name in ("SH600000.parquet", "SZ000001.parquet"):
         (line,) = [line for line in out.splitlines() if name in line and "skipped" not in line]
@@ -173,7 +181,7 @@ def test_dates_in_no_accepted_format_skip_the_stock_and_keep_its_stored_days(tmp
 
 
 @pytest.mark.slow  # a `make run` or two: about a minute each on two cores
-def test_a_partial_download_keeps_the_stored_days_and_is_named(tmp_path, monkeypatch, capsys, inputs):
+def test_a_partial_download_keeps_the_stored_days_and_is_named(tmp_path, inputs):
     """A file cut 30 rows short, one with a month missing inside, and one restated on its own dates."""
     parquet = write_inputs(tmp_path / "parquet", inputs)
     store = build_store(parquet, tmp_path / "qlib_data").qlib_data_path
@@ -183,7 +191,7 @@ def test_a_partial_download_keeps_the_stored_days_and_is_named(tmp_path, monkeyp
     restated.loc[200:, ["open", "high", "low", "close"]] *= 1.01  # the vendor's new adjustment, same dates
     write_inputs(parquet, {"SH600000": cut, "SZ000001": holed, "SH600519": restated})
 
-    code, out = make_run(monkeypatch, capsys, tmp_path, parquet, store)
+    code, out = make_run(tmp_path, parquet, store)
     assert code == 0
     (line,) = [line for line in out.splitlines() if "SH600000.parquet" in line]
     last = f"{inputs['SH600000']['date'].iloc[-1]:%Y-%m-%d}"
@@ -196,7 +204,7 @@ def test_a_partial_download_keeps_the_stored_days_and_is_named(tmp_path, monkeyp
 
 
 @pytest.mark.slow  # a `make run` or two: about a minute each on two cores
-def test_inserted_history_is_published_only_once_every_stock_sits_on_it(tmp_path, monkeypatch, capsys, inputs):
+def test_inserted_history_is_published_only_once_every_stock_sits_on_it(tmp_path, inputs):
     """A new stock with history before the calendar's first day while another stock's file is
     unreadable: the new calendar waits (readers keep the old store, unshifted) until that stock can
     be rebuilt onto it too."""
@@ -209,7 +217,7 @@ def test_inserted_history_is_published_only_once_every_stock_sits_on_it(tmp_path
     shutil.copy(parquet / "SZ000538.parquet", tmp_path / "SZ000538.good")
     (parquet / "SZ000538.parquet").write_bytes(b"not parquet")
 
-    code, out = make_run(monkeypatch, capsys, tmp_path, parquet, store)
+    code, out = make_run(tmp_path, parquet, store)
     assert code != 0
     assert "SZ000538.parquet" in out and "[unreadable]" in out
     (held,) = [line for line in out.splitlines() if line.strip().startswith("- SZ000538:")]
@@ -218,20 +226,20 @@ def test_inserted_history_is_published_only_once_every_stock_sits_on_it(tmp_path
     assert_same_fields(stored_fields(store), before)  # the new stock waits with the calendar, nothing moved
 
     shutil.copy(tmp_path / "SZ000538.good", parquet / "SZ000538.parquet")
-    code, out = make_run(monkeypatch, capsys, tmp_path, parquet, store)
+    code, out = make_run(tmp_path, parquet, store)
     assert code == 0
     assert "NOT published" not in out
     assert_same_store(store, clean_build(tmp_path, {**inputs, "SH601988": older}))
 
 
 @pytest.mark.slow  # a `make run` or two: about a minute each on two cores
-def test_the_summary_lists_problems_that_stay_and_ignored_columns_once(tmp_path, monkeypatch, capsys, inputs):
+def test_the_summary_lists_problems_that_stay_and_ignored_columns_once(tmp_path, inputs):
     parquet = write_inputs(tmp_path / "parquet", dict(list(inputs.items())[:4]))
     (parquet / "SZ000538.parquet").write_bytes(b"not parquet")
     store = tmp_path / "qlib_data"
-    code, first = make_run(monkeypatch, capsys, tmp_path, parquet, store)
+    code, first = make_run(tmp_path, parquet, store)
     assert code == 0
-    code, second = make_run(monkeypatch, capsys, tmp_path, parquet, store)
+    code, second = make_run(tmp_path, parquet, store)
     assert code == 0 and "0 of 4 buckets to build" in second
     for out in (first, second):
         (line,) = [line for line in out.splitlines() if "SZ000538.parquet" in line]
