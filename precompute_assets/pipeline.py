@@ -267,6 +267,10 @@ def write_bucket(settings: Settings, bucket: str, families: tuple[str, ...], log
     version = input_version(notes.get("fingerprints", {}))
     # rebuilt stocks stay pending until the manifest publishes the calendar they were built on
     publish = not history_inserted(read_calendar(layout), calendar)
+    if len(calendar):
+        # build the index's lookup table here: the writer threads' first get_loc calls would build it
+        # at once, and pandas' lazy build is not thread-safe (a date it holds was reported missing)
+        calendar.get_loc(calendar[0])
     with bucket_lock(layout.root, bucket):
         family_frames = {f: intermediates.read_frames(intermediates.frames_path(work, f)) for f in families}
         written, failed = [], 0
