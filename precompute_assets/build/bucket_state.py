@@ -34,6 +34,35 @@ def record_bucket(layout: StoreLayout, bucket: str, input_version: str, calendar
     write_json_atomic(layout.bucket_state_path(bucket), state)
 
 
+def record_input_problems(
+    layout: StoreLayout,
+    bucket: str,
+    skipped: list[str],
+    problems: list[str],
+    ignored: dict[str, list[str]],
+    shrunk: dict[str, str],
+) -> None:
+    """The input problems the bucket's build found: a bucket is not rebuilt while its input is
+    unchanged, so this is where a later run's summary finds the problems still present, and where
+    the checks learn which readable files the store deliberately does not follow (`shrunk`: code ->
+    which stored dates the file lacks)."""
+    content = {"skipped": skipped, "problems": problems, "ignored_columns": ignored, "history_shrunk": shrunk}
+    if read_json(layout.input_problems_path(bucket)) != content:
+        write_json_atomic(layout.input_problems_path(bucket), content)
+
+
+def input_problems(layout: StoreLayout, buckets: list[str]) -> dict[str, list]:
+    """Every bucket's recorded input problems together: skipped files, dropped rows, ignored columns."""
+    found: dict = {"skipped": [], "problems": [], "ignored_columns": {}, "history_shrunk": {}}
+    for bucket in buckets:
+        recorded = read_json(layout.input_problems_path(bucket))
+        found["skipped"] += recorded.get("skipped", [])
+        found["problems"] += recorded.get("problems", [])
+        found["ignored_columns"].update(recorded.get("ignored_columns", {}))
+        found["history_shrunk"].update(recorded.get("history_shrunk", {}))
+    return found
+
+
 INPUT_CHANGED = "input changed"
 """The reason of a bucket whose only change is its input files (a daily update, or restated history)."""
 

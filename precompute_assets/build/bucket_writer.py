@@ -40,13 +40,18 @@ def write_stock(
     plan: StockPlan,
     state: Mapping[str, float],
     quality: Mapping[str, object],
+    publish: bool = True,
 ) -> StockWrite:
     """Check the family columns against the registry and the bars' dates, then write them.
 
     A family frame holding unregistered names or dates outside the bars is a programming error and
     refuses the stock rather than storing misaligned data. An alias (`same_as`) is written as a copy
-    of its source's column, in full and on update alike.
+    of its source's column, in full and on update alike. `publish=False` (the calendar has inserted
+    history) writes a full version as pending; an in-place append is refused then, as its rows would
+    read shifted through the published calendar.
     """
+    if not publish and plan.mode != "full":
+        raise ValueError(f"{code}: calendar history was inserted after the plan was made; run the bucket again")
     for family, frame in family_frames.items():
         names = registry.names(family)
         unknown = [c for c in frame.columns if c not in names]
@@ -77,7 +82,7 @@ def write_stock(
             state=dict(state),
             written_from=0,
         )
-        commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta)
+        commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta, publish=publish)
         written = len(bars)
     else:
         written = _update(layout, registry, code, bars, family_frames, plan, state, meta)

@@ -18,32 +18,35 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.build import intermediates
-from precompute_assets.build.bucket_state import clear_repairs, marked_for_repair, record_bucket
+from precompute_assets.build.bucket_state import clear_repairs, marked_for_repair, record_bucket, record_input_problems
 from precompute_assets.build.bucket_writer import StockWrite, write_stock
 from precompute_assets.build.buckets import codes_in_bucket
 from precompute_assets.build.family_update import compute_family_update, tail_start
 from precompute_assets.build.manifest import write_manifest
 from precompute_assets.build.progress import Log, Progress, no_log, stock_line
-from precompute_assets.build.update_plan import StockPlan, plan_stock, stored_digest
+from precompute_assets.build.update_plan import HistoryShrunk, StockPlan, plan_stock, stored_digest
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.families.base import valid_rows
 from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import Registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.input.bars import BucketBars, load_bars, scan_calendar
-from precompute_assets.input.parquet import file_fingerprint, read_stock_cached, scan_folder
+from precompute_assets.input.parquet import InputError, file_fingerprint, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import ALL_BASE_FIELDS
 from precompute_assets.store.calendar import (
     calendar_fingerprint,
+    history_inserted,
     publish_calendar,
+    read_calendar,
     read_working_calendar,
     write_working_calendar,
 )
 from precompute_assets.store.disk_space import ensure_free_space, stock_write_bytes
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.lock import bucket_lock
-from precompute_assets.store.stock_commit import read_stock_meta
+from precompute_assets.store.manifest import calendar_holdouts
+from precompute_assets.store.stock_commit import pending_codes, publish_pending, read_stock_meta
 
 LOCK_WAIT = 1800.0
 """Seconds a bucket's writer waits for another run writing the same bucket (it then re-checks its plans)."""
@@ -122,24 +125,27 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = ""
     fingerprints = file_fingerprints(folder.files, codes)
     repairs = marked_for_repair(layout, bucket)
     progress = Progress(f"{bucket} bars", len(codes), log)
-    bars, plans, quality, errors = _plan_stocks(
-        layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance
-    )
+    planned = _plan_stocks(layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance)
+    bars, plans, quality, errors = planned.bars, planned.plans, planned.quality, planned.errors
     work = intermediates.bucket_dir(settings.work_path, bucket, run)
     intermediates.write_frames(intermediates.frames_path(work, "bars"), bars)
     notes = {
         "fingerprints": fingerprints,
         "quality": quality,
         "errors": errors,
+        "problems": planned.problems,
+        "ignored_columns": planned.ignored,
+        "history_shrunk": planned.shrunk,
         "plans": {code: plan.to_notes() for code, plan in plans.items()},
     }
     intermediates.write_notes(work / "bars.json", notes)
     totals = {rule: sum(q.get(rule, 0) for q in quality.values()) for rule in _rules(quality)}
     modes = [plan.mode for plan in plans.values()]
-    report = StepReport(errors=errors, data_version=input_version(fingerprints))
+    report = StepReport(errors=errors + planned.problems, data_version=input_version(fingerprints))
     report.metadata = {
         "stocks": len(plans),
         "stocks_skipped": len(errors),
+        "input_problems": len(planned.problems),
         "stocks_full": modes.count("full"),
         "stocks_updated": modes.count("update"),
         "stocks_unchanged": modes.count("skip"),
@@ -148,6 +154,19 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = ""
         "seconds": round(time.perf_counter() - started, 3),
     }
     return report
+
+
+@dataclass
+class PlannedStocks:
+    """Each stock's plan against what the store holds now, the bars it needs, and what its input showed."""
+
+    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
+    plans: dict[str, StockPlan] = field(default_factory=dict)
+    quality: dict[str, dict] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    ignored: dict[str, list[str]] = field(default_factory=dict)
+    shrunk: dict[str, str] = field(default_factory=dict)
 
 
 def _plan_stocks(
@@ -159,10 +178,12 @@ def _plan_stocks(
     fingerprints: Mapping[str, str],
     repairs: Mapping[str, str],
     advance=lambda: None,
-) -> tuple[dict[str, pd.DataFrame], dict[str, StockPlan], dict[str, dict], list[str]]:
-    """Each stock's plan against what the store holds now, and the bars it needs (bars, plans, quality, errors)."""
+) -> PlannedStocks:
+    """Plan every stock; a file that lost stored days is refused (`history_shrunk`), its stored data kept."""
     need = max(history_need(i) for i in registry.all())
-    bars, plans, quality, errors = {}, {}, {}, []
+    published = read_calendar(layout)
+    inserted = history_inserted(published, calendar)
+    out = PlannedStocks()
     for code in codes:
         advance()
         loaded: BucketBars = BucketBars()
@@ -177,19 +198,35 @@ def _plan_stocks(
                 raise _Unreadable(code)
             return result.bars[code]
 
+        def dates(code: str = code, loaded: BucketBars = loaded) -> pd.DatetimeIndex:
+            return loaded.inputs[code].bars.index
+
         try:
-            plan, stock_bars = plan_stock(layout, registry, code, fingerprints[code], calendar, load, repairs.get(code))
+            plan, stock_bars = plan_stock(
+                layout, registry, code, fingerprints[code], calendar, load, repairs.get(code), dates, published
+            )
         except _Unreadable:  # skipped with its InputError; whatever the store holds stays as it is
-            errors.extend(str(e) for e in loaded.errors)
+            out.errors.extend(str(e) for e in loaded.errors)
             continue
-        quality.update({c: dict(s.quality) for c, s in loaded.inputs.items()})
-        plans[code] = plan
+        except HistoryShrunk as exc:  # the file lost stored days: keep them, and say so
+            out.errors.append(str(InputError(files[code], code, "history_shrunk", str(exc))))
+            out.shrunk[code] = str(exc)
+            continue
+        finally:
+            for read in loaded.inputs.values():
+                out.problems.extend(str(p) for p in read.problems)
+                if read.ignored_columns:
+                    out.ignored[read.code] = read.ignored_columns
+        out.quality.update({c: dict(s.quality) for c, s in loaded.inputs.items()})
+        if inserted and plan.mode == "update":  # appended rows would read shifted until the new calendar is out
+            plan = StockPlan(code, "full", "calendar history inserted: rebuilt as a pending version")
+        out.plans[code] = plan
         if stock_bars is not None:
             update = plan.update
             if update is not None and update.new_from is not None and not update.stale:
                 stock_bars = stock_bars.iloc[tail_start(stock_bars, update.new_from, need) :]
-            bars[code] = stock_bars
-    return bars, plans, quality, errors
+            out.bars[code] = stock_bars
+    return out
 
 
 def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log, run: str = "") -> StepReport:
@@ -273,6 +310,8 @@ def write_bucket(
     need = sum(stock_write_bytes(len(b), columns) for c, b in bars.items() if plans[c].mode != "skip")
     ensure_free_space(layout.root, need, f"write bucket {bucket}")
     version = input_version(notes.get("fingerprints", {}))
+    # rebuilt stocks stay pending until the manifest publishes the calendar they were built on
+    publish = not history_inserted(read_calendar(layout), calendar)
     with bucket_lock(layout.root, bucket, wait=LOCK_WAIT, on_wait=log) as lock:
         if lock.waited:
             log(f"{bucket} store: waited {lock.waited:.1f}s for the bucket lock held by {lock.waited_for}")
@@ -300,7 +339,17 @@ def write_bucket(
             fingerprint = notes["fingerprints"][code]
             try:
                 outcome: StockWrite | Exception = write_stock(
-                    layout, registry, code, calendar, bars[code], frames, fingerprint, plans[code], state, quality
+                    layout,
+                    registry,
+                    code,
+                    calendar,
+                    bars[code],
+                    frames,
+                    fingerprint,
+                    plans[code],
+                    state,
+                    quality,
+                    publish=publish,
                 )
             except (ValueError, OSError) as exc:
                 outcome = exc
@@ -330,6 +379,14 @@ def write_bucket(
                     seconds=round(seconds, 4),
                 )
                 progress.advance(lines=[line])
+        record_input_problems(
+            layout,
+            bucket,
+            notes.get("errors", []),
+            notes.get("problems", []),
+            notes.get("ignored_columns", {}),
+            notes.get("history_shrunk", {}),
+        )
         if not failed:  # a failed commit (disk, I/O) must be retried by the next run
             record_bucket(layout, bucket, version, calendar)
             clear_repairs(layout, bucket, [w.code for w in written])
@@ -373,9 +430,10 @@ def _replan_written_meanwhile(
     files = scan_folder(settings.parquet_data_path).files
     present = [code for code in codes if code in files and code in notes["fingerprints"]]
     fingerprints = {code: notes["fingerprints"][code] for code in present}
-    new_bars, new_plans, quality, _errors = _plan_stocks(
+    replanned = _plan_stocks(
         layout, registry, calendar, files, present, fingerprints, marked_for_repair(layout, bucket)
     )
+    new_bars, new_plans, quality = replanned.bars, replanned.plans, replanned.quality
     for code in codes:
         bars.pop(code, None)
         plans.pop(code, None)
@@ -399,10 +457,17 @@ def build_manifest(settings: Settings) -> StepReport:
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
     version = input_version(file_fingerprints(folder.files, list(folder.files)))
-    publish_calendar(layout)
+    holdouts = calendar_holdouts(layout)
+    if not holdouts:
+        # the pending stocks sit on the working calendar only: swapped in just before it is published
+        publish_pending(layout, pending_codes(layout))
+        publish_calendar(layout)
     data_version = write_manifest(layout, load_registry(), folder.files, version)
-    report = StepReport(data_version=f"{data_version['version']}-{version}")
+    errors = [f"calendar not published: {code} holds it back, {why}" for code, why in sorted(holdouts.items())]
+    report = StepReport(errors=errors, data_version=f"{data_version['version']}-{version}")
     report.metadata = {
+        "calendar_published": not holdouts,
+        "calendar_held_back_by": ", ".join(sorted(holdouts)) or None,
         "version": data_version["version"],
         "stocks": data_version["stock_count"],
         "delisted": len(data_version["delisted"]),

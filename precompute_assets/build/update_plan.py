@@ -4,7 +4,10 @@
   stock's rows: full rebuild;
 - the input file's bytes unchanged: only columns whose registry fingerprint differs (or is absent);
 - changed input whose stored span is unchanged (base fields equal, float32): the new days are
-  appended, plus any stale columns; any other change is restated history: full rebuild.
+  appended, plus any stale columns; changed values on the stored dates are restated history: full
+  rebuild;
+- changed input that lacks stored dates (a partial download, rows cut off at either end): nothing is
+  written and `HistoryShrunk` names the dates, so the store keeps every day it holds.
 """
 
 from __future__ import annotations
@@ -23,9 +26,13 @@ from precompute_assets.indicators.registry import Registry
 from precompute_assets.store.base_fields import base_fields
 from precompute_assets.store.bin_file import read_bin
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import files_match_meta, read_stock_meta
+from precompute_assets.store.stock_commit import files_match_meta, read_stock_meta, sits_on_calendar
 
 Mode = Literal["skip", "full", "update"]
+
+
+class HistoryShrunk(ValueError):
+    """The input file lacks dates the store holds for the stock; the message names them."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,18 @@ def plan_stock(
     calendar: pd.DatetimeIndex,
     load_bars: Callable[[], pd.DataFrame],
     repair: str | None = None,
+    file_dates: Callable[[], pd.DatetimeIndex] | None = None,
+    published: pd.DatetimeIndex | None = None,
 ) -> tuple[StockPlan, pd.DataFrame | None]:
     """The stock's plan and, unless it is skipped, its calendar-aligned bars.
 
     `repair` is why a check marked the stock damaged (a same-size overwrite only a checksum sees).
+    `file_dates` gives the dates the file itself holds (after `load_bars`; by default the bars' rows
+    with any value), `published` the calendar readers see, on which the stored rows may still sit.
+    Raises `HistoryShrunk` when changed input lacks stored dates.
     """
     meta = read_stock_meta(layout, code)
-    plan, bars = _plan(layout, registry, code, fingerprint, calendar, load_bars, repair, meta)
+    plan, bars = _plan(layout, registry, code, fingerprint, calendar, load_bars, repair, meta, file_dates, published)
     return replace(plan, stored=stored_digest(meta)), bars
 
 
@@ -91,6 +103,8 @@ def _plan(
     load_bars: Callable[[], pd.DataFrame],
     repair: str | None,
     meta: dict | None,
+    file_dates: Callable[[], pd.DatetimeIndex] | None,
+    published: pd.DatetimeIndex | None,
 ) -> tuple[StockPlan, pd.DataFrame | None]:
     if meta is None:
         return StockPlan(code, "full", "new stock"), load_bars()
@@ -98,17 +112,23 @@ def _plan(
         return StockPlan(code, "full", f"repair: {repair}"), load_bars()
     if not files_match_meta(layout, code, meta):
         return StockPlan(code, "full", "damaged store files"), load_bars()
+    changed = meta.get("input_fingerprint") != fingerprint
+    bars = None
+    if changed:
+        bars = load_bars()
+        dates = file_dates() if file_dates is not None else bars.index[bars.notna().any(axis=1).to_numpy()]
+        _refuse_shrunk_history(layout, code, meta, dates, [calendar] if published is None else [calendar, published])
     if not _aligned(meta, calendar):
-        return StockPlan(code, "full", "calendar history changed"), load_bars()
+        return StockPlan(code, "full", "calendar history changed"), bars if bars is not None else load_bars()
     stale = _with_aliases(
         registry, {i.name for i in registry.all() if meta.get("indicators", {}).get(i.field) != i.fingerprint}
     )
     carry = meta.get("state", {})
-    if meta.get("input_fingerprint") == fingerprint:
+    if not changed:
         if not stale:
             return StockPlan(code, "skip", "unchanged"), None
         return StockPlan(code, "update", "indicator definitions changed", StockUpdate(None, stale, carry)), load_bars()
-    bars = load_bars()
+    assert bars is not None
     if not _stored_span_unchanged(layout, code, meta, bars):
         return StockPlan(code, "full", "restated history"), bars
     last = pd.Timestamp(meta["last_date"])
@@ -132,13 +152,39 @@ def _with_aliases(registry: Registry, stale: set[str]) -> frozenset[str]:
 
 
 def _aligned(meta: dict, calendar: pd.DatetimeIndex) -> bool:
-    start, rows = meta["start_index"], meta["rows"]
-    if start + rows > len(calendar):
-        return False
-    return (
-        f"{calendar[start]:%Y-%m-%d}" == meta["first_date"]
-        and f"{calendar[start + rows - 1]:%Y-%m-%d}" == meta["last_date"]
-    )
+    return sits_on_calendar(meta, calendar)
+
+
+def _refuse_shrunk_history(
+    layout: StoreLayout, code: str, meta: dict, dates: pd.DatetimeIndex, calendars: list[pd.DatetimeIndex]
+) -> None:
+    """Raise `HistoryShrunk` when the file ends before the stored last date, or lacks a stored day
+    that holds a value (a day the store holds only as NaN carries nothing to lose)."""
+    stored_last = pd.Timestamp(meta["last_date"])
+    file_last = dates[-1] if len(dates) else None
+    lost = pd.DatetimeIndex([])
+    for calendar in calendars:
+        if _aligned(meta, calendar):
+            span = calendar[meta["start_index"] : meta["start_index"] + meta["rows"]]
+            try:
+                _, close = read_bin(layout.bin_path(code, "close"))
+            except (OSError, ValueError):
+                break
+            if len(close) == len(span):
+                lost = span[~np.isnan(close)].difference(dates)
+            break
+    if not len(lost) and file_last is not None and file_last >= stored_last:
+        return
+    parts = []
+    if file_last is None or file_last < stored_last:
+        ends = "has no dated rows" if file_last is None else f"ends {file_last:%Y-%m-%d}"
+        parts.append(f"the file {ends}, the store holds the stock to {stored_last:%Y-%m-%d}")
+    if len(lost):
+        shown = ", ".join(f"{d:%Y-%m-%d}" for d in lost[:5]) + (", ..." if len(lost) > 5 else "")
+        parts.append(f"{len(lost)} stored date(s) missing from the file: {shown}")
+        if len(lost) > 5:
+            parts[-1] += f" ({lost[0]:%Y-%m-%d}..{lost[-1]:%Y-%m-%d})"
+    raise HistoryShrunk("; ".join(parts) + "; the stored data is kept, fix or restore the file to update the stock")
 
 
 def _stored_span_unchanged(layout: StoreLayout, code: str, meta: dict, bars: pd.DataFrame) -> bool:

@@ -28,7 +28,8 @@ from typing import TextIO
 from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter, execute_job, reconstructable
 
 from precompute_assets.build import intermediates
-from precompute_assets.build.bucket_state import INPUT_CHANGED
+from precompute_assets.build.bucket_state import INPUT_CHANGED, input_problems
+from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.build.freshness import stale_buckets
 from precompute_assets.defs.partitions import BUCKETS_PER_RUN_ENV, buckets_per_run_setting, stock_buckets
 from precompute_assets.defs.precompute.check_status import unfinished_store_checks
@@ -36,9 +37,10 @@ from precompute_assets.defs.precompute.run_progress import PROGRESS_TAG
 from precompute_assets.defs.run_workers import WORKER_TAG, mark_dead_runs, worker_tag
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.registry import FAMILIES
+from precompute_assets.input.parquet import scan_folder
 from precompute_assets.settings import Settings
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.manifest import read_json
+from precompute_assets.store.manifest import calendar_holdouts, read_json
 
 BUCKET_JOB, CALENDAR_JOB, MANIFEST_JOB = "precompute_bucket_job", "calendar_job", "manifest_job"
 
@@ -220,13 +222,14 @@ def main(workers: int = 2) -> int:
             board.update(running_ranges(instance, session) if pending else {})
     if not run_job(manifest_job):
         failed.append("manifest")
+    holdouts = calendar_holdouts(StoreLayout(settings.qlib_data_path))
     backup = os.environ.get("PRECOMPUTE_BACKUP_AFTER_RUN", "1") != "0"
-    if todo and not failed and backup:
+    if todo and not failed and not holdouts and backup:
         print("every check passed: backing up the store (PRECOMPUTE_BACKUP_AFTER_RUN=0 to skip)")
         if not run_job(backup_job):
             failed.append("backup")
-    _summary(settings, runs, failed, time.perf_counter() - started)
-    return 1 if failed else 0
+    _summary(settings, runs, failed, holdouts, time.perf_counter() - started)
+    return 1 if failed or holdouts else 0
 
 
 @contextlib.contextmanager
@@ -292,17 +295,27 @@ def _reasons(todo: dict[str, str]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in counts.items())
 
 
-def _summary(settings: Settings, runs: dict[str, str], failed: list[str], seconds: float) -> None:
-    """`runs`: each bucket built, with the run that built it (its notes are in that run's work folder)."""
+def _summary(
+    settings: Settings, runs: dict[str, str], failed: list[str], holdouts: dict[str, str], seconds: float
+) -> None:
+    """One screen: the store, every input problem still present (each bucket records its own, so a file
+    that stays bad is listed on every run, not only the run that built its bucket), the calculations
+    that failed in this run, and why the calendar is held back. `runs`: each bucket built, with the run
+    that built it (its notes are in that run's work folder)."""
     layout = StoreLayout(settings.qlib_data_path)
     version = read_json(layout.data_version_path)
     built = sorted(runs)
-    skipped = []
+    recorded = input_problems(layout, bucket_keys(settings.batches))
+    skipped = [str(e) for e in scan_folder(settings.parquet_data_path).errors] + recorded["skipped"]
     for bucket in built:
         work = intermediates.bucket_dir(settings.work_path, bucket, runs[bucket])
-        skipped += intermediates.read_notes(work / "bars.json").get("errors", [])
         for family in FAMILIES:
             skipped += intermediates.read_notes(work / f"{family}.json").get("errors", [])
+    files_by_column: dict[str, int] = {}
+    for columns in recorded["ignored_columns"].values():
+        for column in columns:
+            files_by_column[column] = files_by_column.get(column, 0) + 1
+    ignored = ", ".join(f"{c} ({n} file{'s' if n > 1 else ''})" for c, n in sorted(files_by_column.items()))
     registry = load_registry()
     print("\n=== precompute summary ===")
     print(f"store          {settings.qlib_data_path} (data version {version.get('version')})")
@@ -311,6 +324,14 @@ def _summary(settings: Settings, runs: dict[str, str], failed: list[str], second
     columns = ", ".join(f"{f} {len(registry.all(f))}" for f in FAMILIES)
     print(f"columns        {len(registry.all())} indicators ({columns}) + base fields")
     print(f"skipped        {len(skipped)}" + "".join(f"\n  - {line}" for line in skipped))
+    problems = recorded["problems"]
+    print(f"rows dropped   {len(problems)} file(s)" + "".join(f"\n  - {line}" for line in problems))
+    print(f"ignored input  {ignored or 'none'}")
+    if holdouts:
+        print(
+            f"calendar       NOT published: {len(holdouts)} stock(s) hold it back (readers keep the previous one)"
+            + "".join(f"\n  - {code}: {why}" for code, why in sorted(holdouts.items()))
+        )
     print(f"failed runs    {', '.join(failed) or 'none'}")
     print(f"seconds        {seconds:.1f}")
 

@@ -3,7 +3,10 @@
 Rules (each counted in `StockInput.quality`, none of them stops a run):
 - file name not a stock code, two files for one code, unreadable file, no `date`, a missing required
   column, or no rows: the stock is skipped with an `InputError` naming the file, stock and rule;
-- unparseable dates: the row is dropped (`bad_dates`);
+- dates: datetimes, dates, integers or strings `YYYYMMDD`, strings `YYYY-MM-DD`; a time-zone-aware
+  timestamp is the calendar date in its own zone. A date column of any other type or format, or with no
+  date inside `FIRST_DATE`..tomorrow, skips the stock (`bad_dates`); a single unparseable or out-of-range
+  date drops its row, counted (`bad_dates`) and reported in `StockInput.problems`;
 - duplicate dates: the last row for a date wins (`duplicate_dates`);
 - unsorted dates: rows are sorted (`unsorted`);
 - NaN (or a non-number) in a required column: the day is missing, all fields NaN (`nan_rows`);
@@ -14,8 +17,10 @@ Rules (each counted in `StockInput.quality`, none of them stops a run):
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
+import re
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
@@ -31,6 +36,9 @@ from precompute_assets.input.codes import canonical_code
 REQUIRED = ("open", "high", "low", "close", "volume")
 OPTIONAL = ("amount", "factor")
 PRICES = ("open", "high", "low", "close")
+FIRST_DATE = pd.Timestamp("1990-01-01")
+"""The earliest date a row may carry (China's exchanges opened in December 1990); an earlier one is
+a misread date (nanoseconds read as 1970, a day count), never history."""
 
 
 class InputError(Exception):
@@ -50,6 +58,8 @@ class StockInput:
     bars: pd.DataFrame
     quality: Counter = field(default_factory=Counter)
     ignored_columns: list[str] = field(default_factory=list)
+    problems: list[InputError] = field(default_factory=list)
+    """Rules that dropped rows but kept the stock (bad dates), each naming the file and the rows."""
 
 
 @dataclass
@@ -111,7 +121,10 @@ def file_fingerprint(path: Path) -> str:
 
 
 def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
-    """The trading dates one file contributes to the calendar (only the date column is read)."""
+    """The trading dates one file contributes to the calendar (only the date column is read).
+
+    The same dates `read_stock` keeps: both parse with `file_dates`, and both raise `bad_dates` alike.
+    """
     try:
         parquet = pq.ParquetFile(path)
         names = set(parquet.schema_arrow.names)
@@ -121,17 +134,117 @@ def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
     if missing:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
     if "date" not in names:
-        return _distinct_days(_load(path, code).index.to_series())
-    column = parquet.read(columns=["date"]).column("date")
-    if pa.types.is_timestamp(column.type) and column.type.tz is None:  # the usual file: no parsing
-        values = column.to_numpy()
-        return pd.DatetimeIndex(np.unique(pd.DatetimeIndex(values[~np.isnat(values)]).normalize()))
-    return _distinct_days(column.to_pandas())
+        dates = file_dates(path, code, _load(path, code).index)
+    else:
+        column = parquet.read(columns=["date"]).column("date")
+        if pa.types.is_timestamp(column.type) and column.type.tz is None:  # the usual file: no parsing
+            dates = file_dates(path, code, pd.DatetimeIndex(column.to_numpy()))
+        else:
+            dates = file_dates(path, code, column.to_pandas())
+    return pd.DatetimeIndex(np.unique(dates[~dates.isna()].to_numpy("datetime64[ns]")), name="date")
 
 
-def _distinct_days(dates: pd.Series) -> pd.DatetimeIndex:
-    parsed = pd.to_datetime(dates, errors="coerce", cache=False).dropna()  # its cache costs more than it saves
-    return pd.DatetimeIndex(parsed.dt.normalize().unique()).sort_values()
+def last_valid_date() -> pd.Timestamp:
+    """The latest date a row may carry: tomorrow (a vendor in an earlier time zone may be a day ahead)."""
+    return pd.Timestamp(dt.date.today()) + pd.Timedelta(days=1)
+
+
+def file_dates(path: Path, code: str, values: pd.Series | pd.Index) -> pd.DatetimeIndex:
+    """Each row's date (NaT where the row has no valid date); raises `bad_dates` when the column names
+    no usable date at all, so a misread column never passes for a one-row stock."""
+    values = pd.Series(values) if isinstance(values, pd.Index) else values.reset_index(drop=True)
+    try:
+        parsed = parse_dates(values)
+    except ValueError as exc:
+        raise InputError(path, code, "bad_dates", str(exc)) from exc
+    first, last = FIRST_DATE, last_valid_date()
+    outside = ~parsed.isna() & ((parsed < first) | (parsed > last))
+    if len(parsed) and (parsed.isna() | outside).all():
+        found = parsed[~parsed.isna()]
+        seen = f"found {found.min():%Y-%m-%d}..{found.max():%Y-%m-%d}" if len(found) else f"e.g. {_example(values)}"
+        raise InputError(
+            path,
+            code,
+            "bad_dates",
+            f"no date of the {len(parsed)} rows lies in {first:%Y-%m-%d}..{last:%Y-%m-%d} ({seen})",
+        )
+    return parsed.where(~outside)
+
+
+def parse_dates(values: pd.Series) -> pd.DatetimeIndex:
+    """The calendar date each value means, NaT where it means none; ValueError when the column's type
+    or format is none of: datetimes (a zone-aware one: its local date), dates, integers `YYYYMMDD`,
+    strings `YYYYMMDD` or `YYYY-MM-DD`."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return pd.DatetimeIndex(values.dt.tz_localize(None)).normalize()
+    if pd.api.types.is_datetime64_dtype(dtype):
+        return pd.DatetimeIndex(values).normalize()
+    if pd.api.types.is_bool_dtype(dtype):
+        raise ValueError(f"dates of type {dtype} are not a date format ({ACCEPTED})")
+    if pd.api.types.is_numeric_dtype(dtype):
+        return _recognised(_yyyymmdd(values.to_numpy(np.float64)), values)
+    values = values.astype(object)
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind == "string":
+        return _recognised(_date_strings(values), values)
+    if kind in ("integer", "floating", "mixed-integer-float"):
+        return _recognised(_yyyymmdd(pd.to_numeric(values, errors="coerce").to_numpy(np.float64)), values)
+    if kind in ("date", "datetime", "datetime64"):
+        return pd.DatetimeIndex([_one_date(v) for v in values]).normalize()
+    if kind == "empty":
+        return _recognised(pd.DatetimeIndex([pd.NaT] * len(values)), values)
+    return _recognised(pd.DatetimeIndex([_one_date(v) for v in values]), values)
+
+
+ACCEPTED = "datetimes, dates, YYYYMMDD integers or strings, YYYY-MM-DD strings"
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_COMPACT = re.compile(r"^\d{8}$")
+
+
+def _recognised(parsed: pd.DatetimeIndex, values: pd.Series) -> pd.DatetimeIndex:
+    """`parsed`, unless not one value parsed: then the column is in no accepted format."""
+    if len(values) and parsed.isna().all():
+        raise ValueError(f"dates like {_example(values)} ({values.dtype}) are in no accepted format ({ACCEPTED})")
+    return parsed
+
+
+def _example(values: pd.Series) -> str:
+    present = values.dropna()
+    return _show(present.iloc[0]) if len(present) else "NaN"
+
+
+def _show(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _yyyymmdd(numbers: np.ndarray) -> pd.DatetimeIndex:
+    """Integral numbers read as YYYYMMDD (a vendor's integer date); anything else NaT."""
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(numbers) & (numbers == np.floor(numbers)) & (numbers >= 1e7) & (numbers < 1e8)
+    whole = np.where(usable, numbers, 19700101).astype(np.int64)
+    parts = pd.DataFrame({"year": whole // 10000, "month": whole // 100 % 100, "day": whole % 100})
+    parsed = pd.DatetimeIndex(pd.to_datetime(parts, errors="coerce"))
+    return parsed.where(usable)
+
+
+def _date_strings(values: pd.Series) -> pd.DatetimeIndex:
+    text = values.where(values.notna(), "").astype(str).str.strip()
+    iso = pd.to_datetime(text.where(text.str.match(_ISO)), format="%Y-%m-%d", errors="coerce")
+    compact = pd.to_datetime(text.where(text.str.match(_COMPACT)), format="%Y%m%d", errors="coerce")
+    return pd.DatetimeIndex(iso.fillna(compact))
+
+
+def _one_date(value: object) -> pd.Timestamp:
+    """One value of a mixed column, by the same rules as a whole column."""
+    if isinstance(value, dt.datetime | dt.date | np.datetime64):
+        stamp = pd.Timestamp(value)
+        return (stamp.tz_localize(None) if stamp.tzinfo is not None else stamp).normalize()
+    if isinstance(value, str):
+        return _date_strings(pd.Series([value], dtype=object))[0]
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        return _yyyymmdd(np.array([value], dtype=np.float64))[0]
+    return pd.NaT
 
 
 CACHED_STOCKS = 3000
@@ -156,7 +269,9 @@ def read_stock_cached(path: Path, code: str, fingerprint: str | None = None) -> 
             _cache.popitem(last=False)
     _cache.move_to_end(key)
     stock = _cache[key]
-    return replace(stock, path=Path(path), bars=stock.bars.copy(), quality=Counter(stock.quality))
+    return replace(
+        stock, path=Path(path), bars=stock.bars.copy(), quality=Counter(stock.quality), problems=list(stock.problems)
+    )
 
 
 def read_stock(path: Path, code: str) -> StockInput:
@@ -172,12 +287,25 @@ def read_stock(path: Path, code: str) -> StockInput:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
     ignored = sorted(str(c) for c in raw.columns if c not in REQUIRED + OPTIONAL)
 
-    dates = pd.to_datetime(pd.Series(raw.index), errors="coerce", cache=False)
-    dated = dates.notna().to_numpy()
+    if not len(raw):
+        raise InputError(path, code, "empty", "the file has no rows")
+    dates = file_dates(path, code, raw.index)
+    dated = ~dates.isna()
     quality["bad_dates"] = int((~dated).sum())
-    if not dated.any():
-        raise InputError(path, code, "empty", "the file has no rows with a valid date")
-    index = pd.DatetimeIndex(dates[dated]).normalize()
+    problems = []
+    if quality["bad_dates"]:
+        rows = np.flatnonzero(~dated)
+        shown = ", ".join(f"row {i}: {_show(raw.index[i])}" for i in rows[:3])
+        problems.append(
+            InputError(
+                path,
+                code,
+                "bad_dates",
+                f"{len(rows)} row(s) dropped, their date is in no accepted format or outside "
+                f"{FIRST_DATE:%Y-%m-%d}..{last_valid_date():%Y-%m-%d} ({shown})",
+            )
+        )
+    index = pd.DatetimeIndex(dates[dated])
     names = [c for c in REQUIRED + OPTIONAL if c in raw.columns]
     columns = {name: _numbers(raw[name])[dated] for name in names}
 
@@ -209,7 +337,9 @@ def read_stock(path: Path, code: str) -> StockInput:
     if "amount" in columns:
         columns["amount"] = np.where(columns["amount"] >= 0, columns["amount"], np.nan)
     frame = pd.DataFrame(columns, index=index.rename("date"))
-    return StockInput(code=code, path=Path(path), bars=frame, quality=quality, ignored_columns=ignored)
+    return StockInput(
+        code=code, path=Path(path), bars=frame, quality=quality, ignored_columns=ignored, problems=problems
+    )
 
 
 def _numbers(column: pd.Series) -> np.ndarray:

@@ -88,9 +88,12 @@ def _stock_versions(layout: StoreLayout, now: float, grace: float) -> Iterator[t
         if not link.is_symlink():
             continue  # no current version to measure "old" against: leave the stock alone
         current = link.resolve()
-        versions = [p for p in code_dir.iterdir() if p.is_dir()]
+        pending = layout.pending_link(code_dir.name)
+        versions = [p for p in code_dir.iterdir() if p.is_dir() and not p.is_symlink()]
         finished = sorted((p for p in versions if not p.name.endswith(".tmp")), key=_mtime)
         keep = {current, *[p for p in finished if p != current][-1:]}
+        if pending.is_symlink():  # waiting for its calendar: never old
+            keep.add(pending.resolve())
         for path in versions:
             young = now - _mtime(path) <= grace
             if path.name.endswith(".tmp") and not young:

@@ -29,6 +29,12 @@ def write_working_calendar(layout: StoreLayout, dates: pd.DatetimeIndex) -> None
     write_text_atomic(layout.working_calendar_path, _text(dates))
 
 
+def history_inserted(published: pd.DatetimeIndex, working: pd.DatetimeIndex) -> bool:
+    """Whether the working calendar moved published days (a date inserted before the published last
+    date): a stock rebuilt onto it no longer reads right through the published one."""
+    return len(published) > 0 and not working[: len(published)].equals(published)
+
+
 def publish_calendar(layout: StoreLayout) -> None:
     """Make appended days visible to readers at once, for every stock (the store's commit point)."""
     write_calendar(layout, read_working_calendar(layout))

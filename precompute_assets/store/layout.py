@@ -8,6 +8,7 @@ from pathlib import Path
 FREQ = "day"
 BIN_SUFFIX = f".{FREQ}.bin"  # a field's file: `<field>.day.bin`
 META_FILE = "_stock.json"  # a stock's record: span, files with sizes and checksums, indicator fingerprints
+PENDING = ".pending"  # in `.stock_versions/<code>/`: a link to a version not yet made current
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,10 @@ class StoreLayout:
     """Paths of Qlib's own layout plus the project's version folders and manifest files."""
 
     root: Path
+    pending: bool = False
+    """Look at stocks as the next calendar publication will show them: a stock with a pending version
+    (rebuilt onto a calendar with inserted history, not yet visible) is read from that version. The
+    store's checks use this view; readers and writers never do."""
 
     @property
     def calendar_path(self) -> Path:
@@ -48,12 +53,24 @@ class StoreLayout:
     def bucket_state_path(self, bucket: str) -> Path:
         return self.root / ".buckets" / f"{bucket}.json"
 
+    def input_problems_path(self, bucket: str) -> Path:
+        """What the bucket's last build found wrong in its input files (kept until the input changes)."""
+        return self.root / ".buckets" / f"{bucket}.input.json"
+
     def repair_path(self, bucket: str) -> Path:
         """Stocks a check found damaged, to be rebuilt by the bucket's next run."""
         return self.root / ".buckets" / f"{bucket}.repair.json"
 
     def stock_dir(self, code: str) -> Path:
+        if self.pending:
+            pending = self.pending_link(code)
+            if pending.is_symlink():
+                return pending.resolve()
         return self.features_dir / code.lower()
+
+    def pending_link(self, code: str) -> Path:
+        """The stock's version waiting for the calendar it was built on to be published."""
+        return self.versions_dir / code.lower() / PENDING
 
     def bin_path(self, code: str, field: str) -> Path:
         return self.stock_dir(code) / f"{field.lower()}{BIN_SUFFIX}"

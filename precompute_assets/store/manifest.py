@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
+from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import read_stock_meta, stored_codes
+from precompute_assets.store.stock_commit import read_stock_meta, sits_on_calendar, stored_codes
 
 
 def stock_metas(layout: StoreLayout) -> dict[str, dict]:
@@ -16,6 +17,24 @@ def stock_metas(layout: StoreLayout) -> dict[str, dict]:
         if meta is not None:
             metas[code] = meta
     return metas
+
+
+def calendar_holdouts(layout: StoreLayout) -> dict[str, str]:
+    """Stored stocks that do not sit on the working calendar, each with why: while there is one, the
+    working calendar (and the pending versions built on it) must not be published, or that stock
+    would read shifted."""
+    working = read_working_calendar(layout)
+    view = StoreLayout(layout.root, pending=True)
+    holdouts = {}
+    for code in stored_codes(view):
+        meta = read_stock_meta(view, code)
+        if meta is None:
+            continue
+        if not sits_on_calendar(meta, working):
+            holdouts[code] = (
+                f"its stored rows ({meta['first_date']}..{meta['last_date']}) were not rebuilt onto the new calendar"
+            )
+    return holdouts
 
 
 def read_json(path) -> dict:

@@ -9,6 +9,7 @@ that the next commit or the cleanup removes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,8 +48,14 @@ def commit_stock(
     start_index: int,
     columns: Mapping[str, np.ndarray],
     meta: Mapping[str, object],
+    publish: bool = True,
 ) -> Path:
-    """Write every field of one stock as a new version and make it current atomically."""
+    """Write every field of one stock as a new version and make it current atomically.
+
+    `publish=False` leaves the current version as it is and records the new one as pending: a stock
+    rebuilt onto a calendar with inserted history would read shifted against the published calendar,
+    so it becomes current only with that calendar (`publish_pending`).
+    """
     code_dir = layout.versions_dir / code.lower()
     code_dir.mkdir(parents=True, exist_ok=True)
     token = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -63,9 +70,38 @@ def commit_stock(
     (staging / META_FILE).write_text(meta_text(full_meta))
     version = code_dir / token
     os.rename(staging, version)
-    _point_link(layout, code, version)
-    _drop_old_versions(code_dir, keep={version.name})
+    if publish:
+        _point_link(layout, code, version)
+        _clear_pending(layout, code)
+        _drop_old_versions(code_dir, keep={version.name})
+    else:
+        tmp_link = code_dir / f".{uuid.uuid4().hex}.lnk"
+        os.symlink(version.name, tmp_link)
+        os.replace(tmp_link, layout.pending_link(code))
+        current = layout.stock_dir(code)
+        keep = {version.name} | ({current.resolve().name} if current.is_symlink() else set())
+        _drop_old_versions(code_dir, keep=keep)
     return version
+
+
+def pending_codes(layout: StoreLayout) -> list[str]:
+    """Stocks with a version waiting for its calendar to be published (upper case)."""
+    if not layout.versions_dir.is_dir():
+        return []
+    return sorted(d.name.upper() for d in layout.versions_dir.iterdir() if layout.pending_link(d.name).is_symlink())
+
+
+def publish_pending(layout: StoreLayout, codes: list[str]) -> None:
+    """Make each stock's pending version current (one atomic link swap per stock)."""
+    for code in codes:
+        link = layout.pending_link(code)
+        _point_link(layout, code, link.resolve())
+        _clear_pending(layout, code)
+
+
+def _clear_pending(layout: StoreLayout, code: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(layout.pending_link(code))
 
 
 def update_stock(
@@ -117,6 +153,17 @@ def meta_text(meta: Mapping[str, object]) -> str:
     return json.dumps(meta, separators=(",", ":"), default=str)
 
 
+def sits_on_calendar(meta: Mapping[str, object], calendar: pd.DatetimeIndex) -> bool:
+    """Whether the stock's recorded first and last dates are where its rows fall on `calendar`."""
+    start, rows = int(meta["start_index"]), int(meta["rows"])  # type: ignore[call-overload]
+    if start + rows > len(calendar):
+        return False
+    return (
+        f"{calendar[start]:%Y-%m-%d}" == meta["first_date"]
+        and f"{calendar[start + rows - 1]:%Y-%m-%d}" == meta["last_date"]
+    )
+
+
 def files_match_meta(layout: StoreLayout, code: str, meta: Mapping[str, object]) -> bool:
     """Every file `_stock.json` lists exists with the recorded size (a cheap check; the crc is for audits)."""
     try:
@@ -142,10 +189,14 @@ def read_stock_meta(layout: StoreLayout, code: str) -> dict | None:
 
 
 def stored_codes(layout: StoreLayout) -> list[str]:
-    """Codes with a current version in the store (upper case)."""
-    if not layout.features_dir.is_dir():
-        return []
-    return sorted(p.name.upper() for p in layout.features_dir.iterdir() if not p.name.startswith("."))
+    """Codes with a current version in the store (upper case); in the pending view, also those whose
+    only version is pending."""
+    current = (
+        {p.name.upper() for p in layout.features_dir.iterdir() if not p.name.startswith(".")}
+        if layout.features_dir.is_dir()
+        else set()
+    )
+    return sorted(current | set(pending_codes(layout))) if layout.pending else sorted(current)
 
 
 def _point_link(layout: StoreLayout, code: str, version: Path) -> None:
@@ -162,9 +213,12 @@ def _point_link(layout: StoreLayout, code: str, version: Path) -> None:
 
 def _drop_old_versions(code_dir: Path, keep: set[str]) -> None:
     """Keep the current version and the one before it; remove older ones and stray temporaries."""
-    finished = sorted((p for p in code_dir.iterdir() if not p.name.endswith(".tmp")), key=lambda p: p.stat().st_mtime)
+    finished = sorted(
+        (p for p in code_dir.iterdir() if not p.name.endswith(".tmp") and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+    )
     previous = [p for p in finished if p.name not in keep][-1:]
     for path in code_dir.iterdir():
-        if path.name in keep or path in previous:
+        if path.name in keep or path in previous or path.name.startswith("."):
             continue
         shutil.rmtree(path, ignore_errors=True)

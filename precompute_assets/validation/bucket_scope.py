@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from precompute_assets.build.buckets import bucket_of, codes_in_bucket
+from precompute_assets.build.bucket_state import input_problems
+from precompute_assets.build.buckets import bucket_keys, bucket_of, codes_in_bucket
 from precompute_assets.input.parquet import InputError, StockInput, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_working_calendar
@@ -34,7 +35,7 @@ class BucketScope:
 
     @cached_property
     def layout(self) -> StoreLayout:
-        return StoreLayout(self.settings.qlib_data_path)
+        return StoreLayout(self.settings.qlib_data_path, pending=True)  # as the next publication shows it
 
     @cached_property
     def calendar(self) -> pd.DatetimeIndex:
@@ -53,13 +54,23 @@ class BucketScope:
         codes = stored_codes(self.layout)
         return [c for c in codes if self.bucket is None or bucket_of(c, self.settings.batches) == self.bucket]
 
+    @cached_property
+    def history_shrunk(self) -> dict[str, str]:
+        """Readable files the store does not follow because they lack stored dates (the bars step's
+        record): judged like unreadable ones, their stock is what was stored before."""
+        buckets = bucket_keys(self.settings.batches) if self.bucket is None else [self.bucket]
+        return input_problems(StoreLayout(self.settings.qlib_data_path), buckets)["history_shrunk"]
+
     def read_input(self, code: str) -> StockInput | InputError:
         """The stock's cleaned input by the input contract (read once), or why it cannot be used."""
         if code not in self._inputs:
+            path = self.input_files[code]
             try:
-                self._inputs[code] = read_stock_cached(self.input_files[code], code)
+                self._inputs[code] = read_stock_cached(path, code)
             except InputError as exc:
                 self._inputs[code] = exc
+            if code in self.history_shrunk:
+                self._inputs[code] = InputError(path, code, "history_shrunk", self.history_shrunk[code])
         return self._inputs[code]
 
     def readable_inputs(self) -> dict[str, StockInput]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from precompute_assets.settings import Settings
-from precompute_assets.store.calendar import read_calendar, read_working_calendar
+from precompute_assets.store.calendar import history_inserted, read_calendar, read_working_calendar
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
 from precompute_assets.store.stock_commit import bin_entries, read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope
@@ -73,9 +73,18 @@ class StoreCalendars:
     def read(cls, layout: StoreLayout) -> StoreCalendars:
         return cls(read_calendar(layout), read_working_calendar(layout))
 
-    def labelled(self) -> dict[str, pd.DatetimeIndex]:
+    def labelled(self, pending: bool = False) -> dict[str, pd.DatetimeIndex]:
+        """The calendars a stock must sit on. With inserted history, a pending version (rebuilt onto the
+        working calendar, not yet readable) sits on the working one; a current version on the published
+        one, what readers use (one not on the working calendar is a holdout the manifest reports)."""
         same = self.working.equals(self.published)
-        return {PUBLISHED: self.published} if same else {PUBLISHED: self.published, WORKING: self.working}
+        if same:
+            return {PUBLISHED: self.published}
+        if pending:
+            return {WORKING: self.working}
+        if history_inserted(self.published, self.working):
+            return {PUBLISHED: self.published}
+        return {PUBLISHED: self.published, WORKING: self.working}
 
 
 def inspect_stock(
@@ -95,7 +104,7 @@ def inspect_stock(
     ]
     for entry in sorted((e for name, e in entries.items() if name not in meta["files"]), key=lambda e: e.name):
         findings.append(Finding(code, entry.name[: -len(BIN_SUFFIX)], ("listed",), f"{entry.stat().st_size} bytes"))
-    for label, dates in calendars.labelled().items():
+    for label, dates in calendars.labelled(pending=layout.pending and layout.pending_link(code).is_symlink()).items():
         findings.append(_inspect_calendar(code, meta, label, dates, calendars.ahead and label == PUBLISHED))
     return findings
 
