@@ -56,13 +56,13 @@ BARS = {
 }
 
 
-def write_qlib_store(root: Path, bars_by_code: dict[str, pd.DataFrame]) -> Path:
+def write_qlib_store(root: Path, bars_by_code: dict[str, pd.DataFrame], calendar: pd.DatetimeIndex = CALENDAR) -> Path:
     """A Qlib store of the bars' base fields, each stock's bins from its first calendar day."""
     layout = StoreLayout(root)
-    write_calendar(layout, CALENDAR)
+    write_calendar(layout, calendar)
     lines = []
     for code, bars in bars_by_code.items():
-        start = int(CALENDAR.get_loc(bars.index[0]))
+        start = int(calendar.get_loc(bars.index[0]))
         layout.stock_dir(code).mkdir(parents=True, exist_ok=True)
         for name, values in base_fields(bars).items():
             write_bin(layout.bin_path(code, name), start, values)
@@ -79,23 +79,28 @@ def qlib_store(tmp_path_factory):
     return root
 
 
-def qlib_features(bars_by_code: dict[str, pd.DataFrame], fields: list[str]) -> dict[str, np.ndarray]:
+def qlib_features(
+    bars_by_code: dict[str, pd.DataFrame], fields: list[str], calendar: pd.DatetimeIndex = CALENDAR
+) -> dict[str, np.ndarray]:
     """Qlib's own values, stock by stock, on each stock's bars rows, stored as the store stores them."""
     from qlib.data import D
 
     found = {}
     for code, bars in bars_by_code.items():
-        frame = D.features([code], fields, start_time=CALENDAR[0], end_time=CALENDAR[-1], freq="day")
+        frame = D.features([code], fields, start_time=calendar[0], end_time=calendar[-1], freq="day")
         frame = frame.xs(code, level="instrument").reindex(bars.index)
         values = frame.to_numpy(np.float32)
         found[code] = np.where(np.isinf(values), np.float32(np.nan), values)
     return found
 
 
-def assert_panel_equals_qlib(expressions: list[str]) -> None:
-    expected = qlib_features(BARS, expressions)
-    got = panel_engine.evaluate_on_panel(dict(zip(expressions, expressions, strict=True)), BARS, CALENDAR)
-    for code in BARS:
+def assert_panel_equals_qlib(
+    expressions: list[str], bars_by_code: dict[str, pd.DataFrame] = BARS, calendar: pd.DatetimeIndex = CALENDAR
+) -> None:
+    """Every column of every stock equal to Qlib's, bit for bit (NaN where Qlib has NaN)."""
+    expected = qlib_features(bars_by_code, expressions, calendar)
+    got = panel_engine.evaluate_on_panel(dict(zip(expressions, expressions, strict=True)), bars_by_code, calendar)
+    for code in bars_by_code:
         for column, expression in enumerate(expressions):
             np.testing.assert_array_equal(
                 got[code][:, column], expected[code][:, column], err_msg=f"{code} {expression}"

@@ -12,7 +12,7 @@ import pandas as pd
 
 from precompute_assets.families import alpha158, fundamental, qlib_stats, technical  # noqa: F401 - registers
 from precompute_assets.families.base import FamilyResult, compute_per_stock
-from precompute_assets.families.qlib_engine import evaluate_expressions
+from precompute_assets.families import panel_engine, qlib_engine
 from precompute_assets.registry import FAMILIES, Indicator, load_registry
 
 __all__ = ["FAMILIES", "FamilyResult", "compute_family"]
@@ -26,15 +26,18 @@ def compute_family(
 ) -> FamilyResult:
     """One family's columns (all registered ones, or `indicators`) for calendar-aligned bars.
 
-    Columns defined by a Qlib expression go through Qlib's engine, the others through their
-    `compute` function on each stock's valid rows.
+    Columns defined by a Qlib expression go through the panel engine (`panel_engine`, Qlib's
+    expressions on a dates x stocks panel), or Qlib's own engine with PRECOMPUTE_EXPRESSION_ENGINE=qlib;
+    the others through their `compute` function on each stock's valid rows.
     """
     chosen = list(indicators) if indicators is not None else load_registry().all(family)
     by_expression = [i for i in chosen if i.expression is not None]
     by_function = [i for i in chosen if i.compute is not None]
     result = FamilyResult()
     if by_expression:
-        result = evaluate_expressions(family, bars_by_code, calendar, {i.name: i.expression for i in by_expression})
+        engine = panel_engine if panel_engine.expression_engine() == "panel" else qlib_engine
+        expressions = {i.name: i.expression for i in by_expression}
+        result = engine.evaluate_expressions(family, bars_by_code, calendar, expressions)
     if by_function:
         pandas_part = compute_per_stock(family, bars_by_code, by_function)
         result.errors.extend(pandas_part.errors)

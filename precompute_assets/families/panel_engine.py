@@ -180,6 +180,12 @@ class _Evaluator:
         fixed = isinstance(n, int) and not isinstance(n, bool) and n > 0
         if isinstance(node, ops.Feature):
             return p.fields[node._name]
+        with np.errstate(all="ignore"):  # x / 0 and log(0) give Qlib's inf and NaN, quietly
+            return self._compute_node(node, n, fixed)
+
+    def _compute_node(self, node: object, n: object, fixed: bool) -> np.ndarray:
+        from qlib.data import ops
+
         if isinstance(node, ops.Sign):
             return np.sign(self.value(node.feature).astype(np.float32))
         if isinstance(node, ops.NpElemOperator):
