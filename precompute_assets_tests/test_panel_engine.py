@@ -153,6 +153,32 @@ def test_alpha158_and_qlib_stats_equal_qlib_on_awkward_stocks(qlib_store):
     assert_panel_equals_qlib([i.expression for f in ("alpha158", "qlib_stats") for i in registry.all(f)])
 
 
+def assert_within_one_ulp(got: np.ndarray, expected: np.ndarray, message: str) -> None:
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{message}: NaN pattern")
+    finite = ~np.isnan(expected)
+    np.testing.assert_array_max_ulp(got[finite], expected[finite], maxulp=1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tails_equal_the_full_history_within_one_ulp(qlib_store, seed):
+    from precompute_assets.registry import load_registry
+
+    registry = load_registry()
+    indicators = [i for f in ("alpha158", "qlib_stats") for i in registry.all(f)]
+    expressions = {i.name: i.expression for i in indicators}
+    rng = np.random.default_rng(seed)
+    new_from = {code: bars.index[int(rng.integers(0, len(bars)))] for code, bars in BARS.items()}
+    new_from["SH600001"] = BARS["SH600001"].index[-1]  # the daily update: one new day
+    tails = panel_engine.evaluate_tails("alpha158", BARS, CALENDAR, new_from, expressions)
+    full = qlib_features(BARS, list(expressions.values()))
+    for code, bars in BARS.items():
+        first = int(bars.index.searchsorted(new_from[code]))
+        got = tails.frames[code]
+        assert got.index.equals(bars.index[first:])
+        for column, name in enumerate(expressions):
+            assert_within_one_ulp(got[name].to_numpy(), full[code][first:, column], f"{code} {name} {expressions[name]}")
+
+
 def test_an_unsupported_operator_takes_qlibs_path_and_the_run_says_so(qlib_store, caplog, monkeypatch):
     # Kurt stands for an operator the panel lacks (a user's own or a future Qlib one): the panel
     # must hand its expressions to Qlib's engine and name it once, whatever the number of batches

@@ -406,3 +406,42 @@ def evaluate_expressions(
         if found:
             result.frames[code] = pd.DataFrame(found, index=bars_by_code[code].index).reindex(columns=names)
     return result
+
+
+def evaluate_tails(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    calendar: pd.DatetimeIndex,
+    new_from: Mapping[str, pd.Timestamp],
+    expressions: Mapping[str, str],
+) -> FamilyResult:
+    """The expressions' values from `new_from[code]` on, for every stock of the run at once.
+
+    Each expression is evaluated on only the rows it reads for those days (`expression_history`: its
+    window, nested windows added up), with no pad rows: expressions are grouped by that need and each
+    group runs once on the panel of every stock's last rows. Equal to a full-history evaluation within
+    float rounding (the online sums start later).
+    """
+    from precompute_assets.families.qlib_engine import expression_history
+
+    names = list(expressions)
+    codes = [c for c in new_from if c in bars_by_code and not bars_by_code[c].empty]
+    first_new = {c: int(bars_by_code[c].index.searchsorted(new_from[c])) for c in codes}
+    codes = [c for c in codes if first_new[c] < len(bars_by_code[c])]
+    by_need: dict[int, dict[str, str]] = {}
+    for name, expression in expressions.items():
+        by_need.setdefault(expression_history(expression), {})[name] = expression
+    columns: dict[str, dict[str, np.ndarray]] = {c: {} for c in codes}
+    result = FamilyResult()
+    for need, group in sorted(by_need.items()):
+        tails = {c: bars_by_code[c].iloc[max(0, first_new[c] - need + 1) :] for c in codes}
+        part = evaluate_expressions(family, tails, calendar, group)
+        result.errors.extend(part.errors)
+        for code, frame in part.frames.items():
+            new_rows = frame.loc[new_from[code] :]
+            columns[code].update({n: new_rows[n].to_numpy(np.float32) for n in group})
+    for code, found in columns.items():
+        if found:
+            index = bars_by_code[code].index[first_new[code] :]
+            result.frames[code] = pd.DataFrame(found, index=index).reindex(columns=names)
+    return result
