@@ -120,7 +120,7 @@ OPERATOR_CASES = (
     + ["Greater($open, $close)", "Less($open, $close)", "$close>$open", "$close>=$open", "$close<$open"]
     + ["$close<=$open", "$close==Ref($close, 1)", "$close!=Ref($close, 1)", "($close>$open)&($volume>0)"]
     + ["($close>$open)|($volume>0)", "Not($close>$open)", "If($close>$open, $high, $low)", "$vwap/$close"]
-    + ["-$close", "2*$close-$high-$low", "$close/$open", "1/$volume"]
+    + ["0-$close", "2*$close-$high-$low", "$close/$open", "1/$volume"]
 )
 NESTED_CASES = [
     "Mean($close>Ref($close, 1), 10)",

@@ -18,6 +18,7 @@ Results are cast to float32 (as `D.features` does) with infinities stored as NaN
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from collections import Counter
@@ -63,16 +64,23 @@ class _Operators:
     """The namespace `parse_field`'s output is evaluated in: Qlib's own operator classes by name."""
 
     def __getattr__(self, name: str) -> type:
-        from qlib.data import ops
-
-        found = {op.__name__: op for op in ops.OpsList}
+        found = _qlib_ops()
         if name in NOT_ON_A_PANEL or name not in found:
             raise UnsupportedOperator(name)
         return found[name]
 
 
+@functools.cache
+def _qlib_ops() -> dict[str, type]:
+    from qlib.data import ops
+
+    return {op.__name__: op for op in ops.OpsList}
+
+
+@functools.cache
 def parse_expression(expression: str) -> object:
-    """Qlib's expression tree for `expression`, built by Qlib's parser from Qlib's operators."""
+    """Qlib's expression tree for `expression`, built by Qlib's parser from Qlib's operators (cached:
+    the evaluator never changes a tree)."""
     from qlib.utils import parse_field
 
     return eval(parse_field(expression), {"Operators": _Operators()})  # Qlib's own parsing, as Qlib does
@@ -102,8 +110,7 @@ def _check_supported(node: object) -> None:
     from qlib.data import ops
 
     name = type(node).__name__
-    own = {op.__name__ for op in ops.OpsList}
-    if name in NOT_ON_A_PANEL or name not in own or not isinstance(node, getattr(ops, name)):
+    if name in NOT_ON_A_PANEL or name not in _qlib_ops() or not isinstance(node, getattr(ops, name)):
         raise UnsupportedOperator(name)
     for child in _children(node).values():
         _check_supported(child)
@@ -310,23 +317,41 @@ _ROLLING = {
 """Fixed-window operators with a panel kernel; the other rolling operators run Qlib's code per stock."""
 
 
-def _build_panel(bars_by_code: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex) -> tuple[_Panel, int]:
-    """The batch's base fields on calendar rows from the first stock's first day (returned too)."""
-    positions = {code: int(calendar.get_loc(bars.index[0])) for code, bars in bars_by_code.items()}
-    first = min(positions.values())
-    last = max(positions[c] + len(b) for c, b in bars_by_code.items())
-    shape = (last - first, len(bars_by_code))
+@dataclass
+class _Stocks:
+    """A batch's base fields per stock (float32, as the store holds them) and first calendar rows."""
+
+    fields: dict[str, dict[str, np.ndarray]]
+    position: dict[str, int]
+
+    @classmethod
+    def of(cls, bars_by_code: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex) -> _Stocks:
+        return cls(
+            {code: base_fields(bars) for code, bars in bars_by_code.items()},
+            {code: int(calendar.get_loc(bars.index[0])) for code, bars in bars_by_code.items()},
+        )
+
+    def length(self, code: str) -> int:
+        return len(self.fields[code]["close"])
+
+
+def _build_panel(stocks: _Stocks, codes: list[str], skip: Mapping[str, int]) -> _Panel:
+    """The stocks' base fields from row `skip[code]` of each on, on calendar rows (one column a stock)."""
+    begin = {c: stocks.position[c] + skip.get(c, 0) for c in codes}
+    first = min(begin.values())
+    last = max(stocks.position[c] + stocks.length(c) for c in codes)
+    shape = (last - first, len(codes))
     fields: dict[str, np.ndarray] = {}
-    lo = np.empty(len(bars_by_code), dtype=np.int64)
-    hi = np.empty(len(bars_by_code), dtype=np.int64)
-    for s, (code, bars) in enumerate(bars_by_code.items()):
-        a = positions[code] - first
-        lo[s], hi[s] = a, a + len(bars)
-        for name, values in base_fields(bars).items():
+    lo = np.empty(len(codes), dtype=np.int64)
+    hi = np.empty(len(codes), dtype=np.int64)
+    for s, code in enumerate(codes):
+        a, cut = begin[code] - first, skip.get(code, 0)
+        lo[s], hi[s] = a, a + stocks.length(code) - cut
+        for name, values in stocks.fields[code].items():
             if name not in fields:
                 fields[name] = np.full(shape, np.nan, dtype=np.float32, order="F")
-            fields[name][a : a + len(bars), s] = values
-    return _Panel(fields, lo, hi), first
+            fields[name][a : hi[s], s] = values[cut:]
+    return _Panel(fields, lo, hi)
 
 
 def _contiguous(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -> bool:
@@ -337,28 +362,37 @@ def _contiguous(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -> bool:
     return isinstance(start, int) and calendar[start : start + len(bars)].equals(bars.index)
 
 
-def evaluate_on_panel(
-    expressions: Mapping[str, str], bars_by_code: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex
-) -> dict[str, np.ndarray]:
-    """float32 arrays (rows of each stock's bars, one column per expression) for supported expressions;
-    raises UnsupportedOperator when one is not (callers route it to Qlib first, see `split_supported`)."""
-    names = list(expressions)
-    trees = [parse_expression(expressions[n]) for n in names]
+def _evaluate(
+    expressions: list[str], stocks: _Stocks, skip: Mapping[str, int], out: Mapping[str, np.ndarray], columns: list[int]
+) -> None:
+    """Write each expression's float32 values for each stock's last `len(out[code])` rows into
+    `out[code]`'s `columns`, evaluating each stock from its row `skip[code]` on."""
+    trees = [parse_expression(e) for e in expressions]
     for tree in trees:
         _check_supported(tree)
-    out = {code: np.empty((len(bars), len(names)), dtype=np.float32) for code, bars in bars_by_code.items()}
-    codes = list(bars_by_code)
+    codes = list(out)
     for chunk_start in range(0, len(codes), STOCKS_PER_PANEL):
         chunk = codes[chunk_start : chunk_start + STOCKS_PER_PANEL]
-        panel, _ = _build_panel({c: bars_by_code[c] for c in chunk}, calendar)
+        panel = _build_panel(stocks, chunk, skip)
         evaluator = _Evaluator(panel, trees)
-        for column, tree in enumerate(trees):
+        for column, tree in zip(columns, trees, strict=True):
             values = evaluator.value(tree)
             with np.errstate(over="ignore", invalid="ignore"):
                 values = np.asarray(values).astype(np.float32)
-            values = np.where(np.isinf(values), np.float32(np.nan), values)
+            values[np.isinf(values)] = np.nan
             for s, code in enumerate(chunk):
-                out[code][:, column] = values[panel.lo[s] : panel.hi[s], s]
+                target, end = out[code], panel.hi[s]
+                target[:, column] = values[end - target.shape[0] : end, s]
+
+
+def evaluate_on_panel(
+    expressions: Mapping[str, str], bars_by_code: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex
+) -> dict[str, np.ndarray]:
+    """float32 arrays (rows of each stock's bars, one column per expression); raises UnsupportedOperator
+    when an expression is not supported (callers route those to Qlib first, see `split_supported`)."""
+    stocks = _Stocks.of(bars_by_code, calendar)
+    out = {code: np.empty((len(bars), len(expressions)), dtype=np.float32) for code, bars in bars_by_code.items()}
+    _evaluate(list(expressions.values()), stocks, {}, out, list(range(len(expressions))))
     return out
 
 
@@ -376,6 +410,27 @@ def split_supported(expressions: Mapping[str, str]) -> tuple[dict[str, str], dic
     return panel, qlib
 
 
+def _qlib_part(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    calendar: pd.DatetimeIndex,
+    expressions: Mapping[str, str],
+    out: dict[str, np.ndarray],
+    names: list[str],
+    result: FamilyResult,
+) -> None:
+    """Qlib's engine for the given stocks and expressions, written into `out`'s last rows."""
+    from precompute_assets.families.qlib_engine import evaluate_expressions as qlib_evaluate
+
+    part = qlib_evaluate(family, bars_by_code, calendar, expressions)
+    result.errors.extend(part.errors)
+    for code, frame in part.frames.items():
+        target = out[code]
+        for name in frame.columns:
+            values = frame[name].to_numpy(np.float32)
+            target[target.shape[0] - len(values) :, names.index(name)] = values
+
+
 def evaluate_expressions(
     family: str,
     bars_by_code: Mapping[str, pd.DataFrame],
@@ -383,29 +438,7 @@ def evaluate_expressions(
     expressions: Mapping[str, str],
 ) -> FamilyResult:
     """`qlib_engine.evaluate_expressions`' result, computed on a panel where the panel can."""
-    from precompute_assets.families.qlib_engine import evaluate_expressions as qlib_evaluate
-
-    names = list(expressions)
-    codes = [c for c, bars in bars_by_code.items() if not bars.empty]
-    on_panel_codes = [c for c in codes if _contiguous(bars_by_code[c], calendar)]
-    panel_exprs, qlib_exprs = split_supported(expressions)
-    result = FamilyResult()
-    columns: dict[str, dict[str, np.ndarray]] = {c: {} for c in codes}
-    if panel_exprs and on_panel_codes:
-        values = evaluate_on_panel(panel_exprs, {c: bars_by_code[c] for c in on_panel_codes}, calendar)
-        for code, array in values.items():
-            columns[code].update(zip(panel_exprs, array.T, strict=True))
-    by_qlib = [(qlib_exprs, on_panel_codes), (expressions, [c for c in codes if c not in set(on_panel_codes)])]
-    for chosen, chosen_codes in by_qlib:
-        if chosen and chosen_codes:
-            part = qlib_evaluate(family, {c: bars_by_code[c] for c in chosen_codes}, calendar, chosen)
-            result.errors.extend(part.errors)
-            for code, frame in part.frames.items():
-                columns[code].update({n: frame[n].to_numpy(np.float32) for n in frame.columns})
-    for code, found in columns.items():
-        if found:
-            result.frames[code] = pd.DataFrame(found, index=bars_by_code[code].index).reindex(columns=names)
-    return result
+    return _evaluate_rows(family, bars_by_code, calendar, expressions, None)
 
 
 def evaluate_tails(
@@ -422,26 +455,59 @@ def evaluate_tails(
     group runs once on the panel of every stock's last rows. Equal to a full-history evaluation within
     float rounding (the online sums start later).
     """
+    codes = [c for c in new_from if c in bars_by_code and not bars_by_code[c].empty]
+    first_new = {c: int(bars_by_code[c].index.searchsorted(new_from[c])) for c in codes}
+    first_new = {c: row for c, row in first_new.items() if row < len(bars_by_code[c])}
+    return _evaluate_rows(family, {c: bars_by_code[c] for c in first_new}, calendar, expressions, first_new)
+
+
+def _evaluate_rows(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    calendar: pd.DatetimeIndex,
+    expressions: Mapping[str, str],
+    first_new: Mapping[str, int] | None,
+) -> FamilyResult:
+    """Every stock's rows from `first_new[code]` on (all rows when None), each expression evaluated
+    from as far back as it reads; stocks off the calendar and unsupported expressions go to Qlib."""
     from precompute_assets.families.qlib_engine import expression_history
 
     names = list(expressions)
-    codes = [c for c in new_from if c in bars_by_code and not bars_by_code[c].empty]
-    first_new = {c: int(bars_by_code[c].index.searchsorted(new_from[c])) for c in codes}
-    codes = [c for c in codes if first_new[c] < len(bars_by_code[c])]
-    by_need: dict[int, dict[str, str]] = {}
-    for name, expression in expressions.items():
-        by_need.setdefault(expression_history(expression), {})[name] = expression
-    columns: dict[str, dict[str, np.ndarray]] = {c: {} for c in codes}
     result = FamilyResult()
-    for need, group in sorted(by_need.items()):
-        tails = {c: bars_by_code[c].iloc[max(0, first_new[c] - need + 1) :] for c in codes}
-        part = evaluate_expressions(family, tails, calendar, group)
-        result.errors.extend(part.errors)
-        for code, frame in part.frames.items():
-            new_rows = frame.loc[new_from[code] :]
-            columns[code].update({n: new_rows[n].to_numpy(np.float32) for n in group})
-    for code, found in columns.items():
-        if found:
-            index = bars_by_code[code].index[first_new[code] :]
-            result.frames[code] = pd.DataFrame(found, index=index).reindex(columns=names)
+    codes = [c for c, bars in bars_by_code.items() if not bars.empty]
+    start = {c: (first_new or {}).get(c, 0) for c in codes}
+    out = {c: np.full((len(bars_by_code[c]) - start[c], len(names)), np.nan, np.float32) for c in codes}
+    panel_codes = [c for c in codes if _contiguous(bars_by_code[c], calendar)]
+    other_codes = [c for c in codes if c not in set(panel_codes)]
+    panel_exprs, qlib_exprs = split_supported(expressions)
+    by_need: dict[int, list[str]] = {}
+    for name in panel_exprs:
+        need = expression_history(panel_exprs[name]) if first_new is not None else 0
+        by_need.setdefault(need, []).append(name)
+    if panel_codes and panel_exprs:
+        stocks = _Stocks.of({c: bars_by_code[c] for c in panel_codes}, calendar)
+        for need, group in sorted(by_need.items()):
+            skip = {c: max(0, start[c] - need + 1) for c in panel_codes} if first_new is not None else {}
+            targets = {c: out[c] for c in panel_codes}
+            _evaluate([panel_exprs[n] for n in group], stocks, skip, targets, [names.index(n) for n in group])
+    qlib_work = [(qlib_exprs, panel_codes), (dict(expressions), other_codes)]
+    for chosen, chosen_codes in qlib_work:
+        for need, group in _qlib_groups(chosen, first_new is not None).items():
+            if chosen_codes and group:
+                bars = {c: bars_by_code[c].iloc[max(0, start[c] - need) :] for c in chosen_codes}
+                _qlib_part(family, bars, calendar, group, out, names, result)
+    for code in codes:
+        index = bars_by_code[code].index[start[code] :]
+        result.frames[code] = pd.DataFrame(out[code], index=index, columns=names)
     return result
+
+
+def _qlib_groups(expressions: Mapping[str, str], tails: bool) -> dict[int, dict[str, str]]:
+    """Expressions for Qlib's engine: one group over full histories, or for tails one with the largest
+    history need (Qlib's engine pads each stock itself)."""
+    from precompute_assets.families.qlib_engine import expression_history
+
+    if not expressions:
+        return {}
+    need = max(expression_history(e) for e in expressions.values()) if tails else 0
+    return {need: dict(expressions)}
