@@ -249,21 +249,33 @@ def roll_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: in
 
 @numba.jit(**_JIT)
 def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, q: float) -> np.ndarray:
-    """pandas `roll_quantile`, linear interpolation, on the sorted non-NaN values of each window."""
+    """pandas `roll_quantile`, linear interpolation, on the window's non-NaN values kept sorted (as
+    pandas' skiplist keeps them) by insertion and removal."""
     out = _nan_panel(x.shape)
-    buf = np.empty(max(n, 1), dtype=np.float64)
+    w = np.empty(max(n, 1), dtype=np.float64)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
+        nobs = 0
         for i in range(b - a):
-            nobs = 0
-            for j in range(max(0, i - n + 1), i + 1):
-                v = x[a + j, s]
-                if v == v:
-                    buf[nobs] = v
-                    nobs += 1
+            if i - n >= 0:
+                old = x[a + i - n, s]
+                if old == old:
+                    k = 0
+                    while w[k] != old:
+                        k += 1
+                    for m in range(k, nobs - 1):
+                        w[m] = w[m + 1]
+                    nobs -= 1
+            v = x[a + i, s]
+            if v == v:
+                k = nobs
+                while k > 0 and w[k - 1] > v:
+                    w[k] = w[k - 1]
+                    k -= 1
+                w[k] = v
+                nobs += 1
             if nobs < minp or nobs == 0:
                 continue
-            w = np.sort(buf[:nobs])
             if nobs == 1:
                 out[a + i, s] = w[0]
                 continue
