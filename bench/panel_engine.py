@@ -138,7 +138,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_panel_") as tmp:
         data = Path(tmp)
         end = 2014 + args.years
-        generate_market(data / "in", args.stocks, "2015-01-01", f"{end}-12-31", seed=args.seed, with_amount=args.stocks // 4)
+        generate_market(
+            data / "in", args.stocks, "2015-01-01", f"{end}-12-31", seed=args.seed, with_amount=args.stocks // 4
+        )
         write_store(data)
         results = {step: measure(step, data) for step in STEPS}
 
@@ -155,11 +157,19 @@ def main() -> None:
             for other in ("today", "qlib"):
                 ratio = results[f"{other}_{kind}"][family] / results[f"panel_{kind}"][family]
                 ratios[f"{family} {kind}: panel vs {other}"] = ratio
-                lines.append(f"  {family:<11}{kind:<6}panel / {'today' if other == 'today' else 'stock Qlib':<11}{ratio:>8.1f}x")
+                lines.append(
+                    f"  {family:<11}{kind:<6}panel / {'today' if other == 'today' else 'stock Qlib':<11}{ratio:>8.1f}x"
+                )
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results, "ratios": ratios}, indent=2, default=str))
+        args.json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"json": str(args.json)}, "results": results, "ratios": ratios},
+                indent=2,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

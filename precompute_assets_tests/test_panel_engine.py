@@ -176,7 +176,9 @@ def test_tails_equal_the_full_history_within_one_ulp(qlib_store, seed):
         got = tails.frames[code]
         assert got.index.equals(bars.index[first:])
         for column, name in enumerate(expressions):
-            assert_within_one_ulp(got[name].to_numpy(), full[code][first:, column], f"{code} {name} {expressions[name]}")
+            assert_within_one_ulp(
+                got[name].to_numpy(), full[code][first:, column], f"{code} {name} {expressions[name]}"
+            )
 
 
 def test_an_unsupported_operator_takes_qlibs_path_and_the_run_says_so(qlib_store, caplog, monkeypatch):

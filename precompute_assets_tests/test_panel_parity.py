@@ -39,7 +39,7 @@ def check_folder(folder, store) -> None:
 
 
 def test_real_stocks_equal_qlib(tmp_path):
-    check_folder(copy_inputs(FAST_CODES[1:5] + ("SZ000792", "SZ302132"), tmp_path / "in"), tmp_path / "qlib")
+    check_folder(copy_inputs(FAST_CODES[1:7], tmp_path / "in"), tmp_path / "qlib")
 
 
 def test_synthetic_stocks_equal_qlib(tmp_path):

@@ -10,9 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from precompute_assets.families import alpha158, fundamental, qlib_stats, technical  # noqa: F401 - registers
+from precompute_assets.families import alpha158, fundamental, panel_engine, qlib_engine, qlib_stats, technical  # noqa: F401 - registers
 from precompute_assets.families.base import FamilyResult, compute_per_stock
-from precompute_assets.families import panel_engine, qlib_engine
 from precompute_assets.registry import FAMILIES, Indicator, load_registry
 
 __all__ = ["FAMILIES", "FamilyResult", "compute_family"]

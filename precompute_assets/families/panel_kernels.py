@@ -156,7 +156,7 @@ def roll_mean(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int) 
                 r = sum_x / nobs
                 if same >= nobs:
                     r = prev
-                elif neg == 0 and r < 0:
+                elif neg == 0 and r < 0:  # noqa: SIM114 - pandas' calc_mean, branch for branch
                     r = 0.0
                 elif neg == nobs and r > 0:
                     r = 0.0
@@ -212,7 +212,7 @@ def roll_var(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, d
                 y = v - comp_add
                 t = y - mean_x
                 comp_add = t + mean_x - y
-                if nobs:
+                if nobs:  # noqa: SIM108 - pandas' add_var, line for line
                     mean_x = mean_x + t / nobs
                 else:
                     mean_x = 0.0
@@ -395,7 +395,9 @@ def qlib_regression(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, window: int, 
             if kind == 0:
                 out[r, s] = (nn * xy_sum - x_sum * y_sum) / (nn * x2_sum - x_sum * x_sum)
             elif kind == 1:
-                rv = (nn * xy_sum - x_sum * y_sum) / np.sqrt((nn * x2_sum - x_sum * x_sum) * (nn * y2_sum - y_sum * y_sum))
+                rv = (nn * xy_sum - x_sum * y_sum) / np.sqrt(
+                    (nn * x2_sum - x_sum * x_sum) * (nn * y2_sum - y_sum * y_sum)
+                )
                 out[r, s] = rv * rv
             else:
                 slope = (nn * xy_sum - x_sum * y_sum) / (nn * x2_sum - x_sum * x_sum)
