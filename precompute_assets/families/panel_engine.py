@@ -155,14 +155,14 @@ class _Evaluator:
         self.cache: dict[str, np.ndarray] = {}
 
     def _count(self, node: object) -> None:
-        key = str(node)
+        key = _key(node)
         self.uses[key] += 1
         if self.uses[key] == 1:
             for child in _children(node).values():
                 self._count(child)
 
     def value(self, node: object) -> np.ndarray:
-        key = str(node)
+        key = _key(node)
         found = self.cache.get(key)
         if found is None:
             found = self._compute(node)
@@ -291,6 +291,17 @@ class _Evaluator:
         return out
 
 
+_KEYS: dict[int, tuple[object, str]] = {}
+
+
+def _key(node: object) -> str:
+    """Qlib's string of a node (its identity in Qlib's cache too), computed once per parsed node."""
+    found = _KEYS.get(id(node))
+    if found is None or found[0] is not node:
+        found = _KEYS[id(node)] = (node, str(node))  # holds the node: its id is never reused
+    return found[1]
+
+
 def _qlib_class(node: object) -> type:
     """Qlib's own class of a node (not a subclass another engine registered under its name)."""
     from qlib.data import ops
@@ -367,9 +378,10 @@ def _evaluate(
 ) -> None:
     """Write each expression's float32 values for each stock's last `len(out[code])` rows into
     `out[code]`'s `columns`, evaluating each stock from its row `skip[code]` on."""
+    for expression in expressions:
+        if (operator := unsupported_operator(expression)) is not None:
+            raise UnsupportedOperator(operator)
     trees = [parse_expression(e) for e in expressions]
-    for tree in trees:
-        _check_supported(tree)
     codes = list(out)
     for chunk_start in range(0, len(codes), STOCKS_PER_PANEL):
         chunk = codes[chunk_start : chunk_start + STOCKS_PER_PANEL]
@@ -396,16 +408,26 @@ def evaluate_on_panel(
     return out
 
 
+@functools.cache
+def unsupported_operator(expression: str) -> str | None:
+    """The first operator of `expression` the panel cannot evaluate, or None."""
+    try:
+        _check_supported(parse_expression(expression))
+    except UnsupportedOperator as exc:
+        return exc.operator
+    return None
+
+
 def split_supported(expressions: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """(expressions the panel evaluates, expressions for Qlib's engine), reporting each unsupported
     operator once."""
     panel, qlib = {}, {}
     for name, expression in expressions.items():
-        try:
-            _check_supported(parse_expression(expression))
+        operator = unsupported_operator(expression)
+        if operator is None:
             panel[name] = expression
-        except UnsupportedOperator as exc:
-            report_unsupported(exc.operator, expression)
+        else:
+            report_unsupported(operator, expression)
             qlib[name] = expression
     return panel, qlib
 
@@ -455,10 +477,21 @@ def evaluate_tails(
     group runs once on the panel of every stock's last rows. Equal to a full-history evaluation within
     float rounding (the online sums start later).
     """
+    from precompute_assets.families.qlib_engine import expression_history
+
+    reach = max((expression_history(e) for e in expressions.values()), default=1)
     codes = [c for c in new_from if c in bars_by_code and not bars_by_code[c].empty]
-    first_new = {c: int(bars_by_code[c].index.searchsorted(new_from[c])) for c in codes}
-    first_new = {c: row for c, row in first_new.items() if row < len(bars_by_code[c])}
-    return _evaluate_rows(family, {c: bars_by_code[c] for c in first_new}, calendar, expressions, first_new)
+    tails, first_new = {}, {}
+    for code in codes:
+        bars = bars_by_code[code]
+        row = int(bars.index.searchsorted(new_from[code]))
+        cut = max(0, row - reach + 1)  # no expression reads further back: base fields of these rows only
+        tails[code], first_new[code] = bars.iloc[cut:], row - cut
+    result = _evaluate_rows(family, tails, calendar, expressions, first_new)
+    for code in codes:
+        if code not in result.frames:  # nothing new: an empty frame, as a cut of the full result would be
+            result.frames[code] = pd.DataFrame(columns=list(expressions), index=tails[code].index[:0], dtype=np.float32)
+    return result
 
 
 def _evaluate_rows(
@@ -476,9 +509,11 @@ def _evaluate_rows(
     result = FamilyResult()
     codes = [c for c, bars in bars_by_code.items() if not bars.empty]
     start = {c: (first_new or {}).get(c, 0) for c in codes}
-    out = {c: np.full((len(bars_by_code[c]) - start[c], len(names)), np.nan, np.float32) for c in codes}
-    panel_codes = [c for c in codes if _contiguous(bars_by_code[c], calendar)]
-    other_codes = [c for c in codes if c not in set(panel_codes)]
+    # Fortran order: a column is written per expression, and the frame takes the array without a copy
+    out = {c: np.full((len(bars_by_code[c]) - start[c], len(names)), np.nan, np.float32, order="F") for c in codes}
+    active = [c for c in codes if start[c] < len(bars_by_code[c])]
+    panel_codes = [c for c in active if _contiguous(bars_by_code[c], calendar)]
+    other_codes = [c for c in active if c not in set(panel_codes)]
     panel_exprs, qlib_exprs = split_supported(expressions)
     by_need: dict[int, list[str]] = {}
     for name in panel_exprs:
