@@ -17,6 +17,7 @@ import pandas as pd
 
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.compute import compute_family
+from precompute_assets.indicators.expressions import panel_engine
 from precompute_assets.indicators.families.base import FamilyResult, compute_per_stock, last_finite, valid_rows
 from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import Indicator
@@ -87,7 +88,13 @@ def _compute_tails(
     tails = {c: bars_by_code[c].iloc[tail_start(bars_by_code[c], u.new_from, need) :] for c, u in appended.items()}
     plain = [i for i in indicators if i.history != "cumulative"]
     cumulative = [i for i in indicators if i.history == "cumulative"]
+    # the panel engine cuts each expression's own rows from the full bars: no pads, no shared tail
+    on_panel = {i.name: i.expression for i in plain if i.expression is not None and _panel_engine_on()}
+    plain = [i for i in plain if i.name not in on_panel]
     result = compute_family(family, tails, calendar, plain) if plain else FamilyResult()
+    if on_panel:
+        new_from = {c: u.new_from for c, u in appended.items()}
+        _merge(result, panel_engine.evaluate_tails(family, bars_by_code, calendar, new_from, on_panel))
     if cumulative:
         carried = compute_per_stock(family, tails, cumulative, dtype=np.float64)
         result.errors.extend(carried.errors)
@@ -113,6 +120,10 @@ def _compute_tails(
         if code in result.frames:
             result.frames[code] = result.frames[code].loc[update.new_from :]
     return result
+
+
+def _panel_engine_on() -> bool:
+    return panel_engine.expression_engine() == "panel"
 
 
 def _merge(into: FamilyResult, part: FamilyResult) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from precompute_assets.indicators.catalog import load_registry
-from precompute_assets.indicators.expressions.qlib_engine import evaluate_expressions
+from precompute_assets.indicators.expressions import panel_engine, qlib_engine
 from precompute_assets.indicators.families.base import ComputeError, FamilyResult, compute_per_stock
 from precompute_assets.indicators.registry import Indicator
 
@@ -24,9 +24,10 @@ def compute_family(
 ) -> FamilyResult:
     """One family's columns (the ones it computes, or `indicators`) for calendar-aligned bars.
 
-    Columns defined by a Qlib expression go through Qlib's engine, the others through their
-    `compute` function on each stock's valid rows. An alias (`same_as`) is computed only when asked
-    for by name, as its source (of whatever family) under its own name.
+    Columns defined by a Qlib expression go through the panel engine (`panel_engine`, Qlib's
+    expressions on a dates x stocks panel), or Qlib's own engine with PRECOMPUTE_EXPRESSION_ENGINE=qlib;
+    the others through their `compute` function on each stock's valid rows. An alias (`same_as`) is
+    computed only when asked for by name, as its source (of whatever family) under its own name.
     """
     chosen = list(indicators) if indicators is not None else load_registry().computed(family)
     own = [i for i in chosen if i.same_as is None]
@@ -34,7 +35,9 @@ def compute_family(
     by_function = [i for i in own if i.compute is not None]
     result = FamilyResult()
     if by_expression:
-        result = evaluate_expressions(family, bars_by_code, calendar, {i.name: i.expression for i in by_expression})
+        engine = panel_engine if panel_engine.expression_engine() == "panel" else qlib_engine
+        expressions = {i.name: i.expression for i in by_expression}
+        result = engine.evaluate_expressions(family, bars_by_code, calendar, expressions)
     if by_function:
         pandas_part = compute_per_stock(family, bars_by_code, by_function)
         result.errors.extend(pandas_part.errors)

@@ -1,1 +1,1 @@
-"""Qlib expressions: evaluated by Qlib's own engine on stocks laid end to end."""
+"""Qlib expressions: the panel engine (dates x stocks arrays, the default) and Qlib's own engine."""
