@@ -25,6 +25,8 @@ from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
 
+from precompute_assets.store.lock import pid_alive
+
 WORKER_TAG = "precompute/run_worker"
 DEAD = "the run's process is gone"
 """Part of every reason this module gives, so a dead run can be told from one that failed by itself."""
@@ -80,7 +82,7 @@ def dead_reason(instance: DagsterInstance, run: DagsterRun) -> str | None:
     worker = run_worker(instance, run)
     if worker is None or worker.host != socket.gethostname():
         return None
-    if not _alive(worker.pid):
+    if not pid_alive(worker.pid):
         return f"{DEAD}: its worker, {worker}, no longer exists (killed or crashed)"
     if worker.started and process_start(worker.pid) not in ("", worker.started):
         return f"{DEAD}: its worker, {worker}, ended and the pid now belongs to another process"
@@ -135,13 +137,3 @@ class WorkerCheckingRunLauncher(DefaultRunLauncher):
         if reason is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         return CheckRunHealthResult(WorkerStatus.FAILED, reason)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

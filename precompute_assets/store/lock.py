@@ -79,7 +79,7 @@ def stale_reason(path: Path, stale_after: float = STALE_AFTER) -> str | None:
     owner = read_owner(path)
     if owner is None:
         return f"no owner written for {age:.0f}s" if age > UNWRITTEN_GRACE else None
-    if owner.host == socket.gethostname() and not _alive(owner.pid):
+    if owner.host == socket.gethostname() and not pid_alive(owner.pid):
         return f"process {owner.pid} on this host is gone"
     if age > stale_after:
         return f"no heartbeat for {age:.0f}s"
@@ -241,7 +241,8 @@ def store_lock(root: Path, *, purpose: str, stale_after: float = STALE_AFTER) ->
     return StoreLock(root, STORE, purpose=purpose, stale_after=stale_after, excludes=lambda other: other != STORE)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
