@@ -2,8 +2,7 @@
 
 They live beside the store (`Settings.work_path`), never inside it, so a half-finished bucket can
 never be read as data; the cleanup removes them past their retention. Arrow IPC with LZ4, not
-parquet: an intermediate is written once and read once, and parquet's encoding cost 1.5 s of a
-bucket's 9 s of alpha158 (see bench/full_market.py).
+parquet: an intermediate is written once and read once, so parquet's costlier encoding buys nothing.
 """
 
 from __future__ import annotations

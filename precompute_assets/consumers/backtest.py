@@ -2,7 +2,7 @@
 
 Single-stock strategies run through `portfolio.simulate`; `multi_factor` through `topk_dropout`, a
 replay of Qlib's `TopkDropoutStrategy` on arrays that gives Qlib's fills (`engine="replay"`, the
-default: Qlib's own loop costs about 40 times the rest of the backtest, so it would hide what the store
+default: Qlib's own loop costs many times the rest of the backtest, so it would hide what the store
 saves), or through Qlib's own backtest with `TopkDropoutStrategy` (`engine="qlib"`). Both apply
 the same `MarketRules` and the same `metrics.performance`, and with `use_precomputed=False` every
 column is computed from the input instead of read from the store, which gives the same frames and

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 READ_THREADS = 2
-"""Stocks read at once: a read is mostly file syscalls, which release the GIL (measured: two threads
-read 300 stocks x 256 columns in 1.9 s against 2.7 s serially; more threads were slower)."""
+"""Stocks read at once: a read is mostly file syscalls, which release the GIL; more threads than
+cores only contend (bench/consumers.py)."""
 
 Date = str | pd.Timestamp | None
 
@@ -83,8 +83,8 @@ def load_multiple_stocks_with_indicators(
 ) -> dict[str, pd.DataFrame]:
     """Frames of many stocks keyed as given; what must be computed is computed once per family for all.
 
-    Store reads run one after the other: they are numpy/pandas work under the GIL, and threads measured
-    slower (0.60 s sequential vs 0.84 s with 2 threads for 40 stocks x 256 columns on 2 cores).
+    Store reads run one after the other: they are numpy/pandas work under the GIL, where threads only
+    add switching (bench/consumers.py).
 
     A stock neither the store nor the input has is left out with an error in the log.
     """

@@ -77,7 +77,7 @@ def scan_folder(folder: Path) -> InputFolder:
         raise FileNotFoundError(f"input folder {folder} does not exist (set PARQUET_DATA_PATH)")
     by_code: dict[str, list[Path]] = {}
     errors: list[InputError] = []
-    for path in sorted(folder.glob("*.parquet"), key=str):  # str keys: Path comparisons cost 40 ms per 5,000
+    for path in sorted(folder.glob("*.parquet"), key=str):  # str keys: comparing Path objects is slow
         try:
             by_code.setdefault(canonical_code(path.stem), []).append(path)
         except ValueError as exc:
@@ -250,7 +250,7 @@ def _one_date(value: object) -> pd.Timestamp:
 CACHED_STOCKS = 3000
 """Cleaned inputs a bucket run keeps: it reads each file for its bars and again for two checks, one
 step after another over all of its buckets, so the cache must hold a whole run or every check misses
-(a daily update at 5,000 stocks runs 2,500 per process; a 10-year stock takes about 155 KB).
+(a daily update runs half the market per process, one range per core).
 Keyed by the file's content hash (cheap next to parsing and cleaning), so a rewritten file is read
 again however quickly it was rewritten. Consumers read uncached, as any fresh process would."""
 _cache: OrderedDict[tuple[str, str], StockInput] = OrderedDict()

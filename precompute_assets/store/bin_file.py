@@ -26,8 +26,8 @@ is one open, one read and one close."""
 
 
 def read_raw(path: str | Path) -> np.ndarray:
-    """The whole file as float32, header first (read-only). Bare `os.open`/`os.read` cost half of
-    `open(..., buffering=0)` per file, and readers open hundreds of small files per stock. A torn tail
+    """The whole file as float32, header first (read-only). Bare `os.open`/`os.read` skip the file
+    object Python builds per `open`, and readers open hundreds of small files per stock. A torn tail
     (a size that is not a multiple of 4) is left out, as `np.fromfile` would."""
     fd = os.open(path, os.O_RDONLY)
     try:
