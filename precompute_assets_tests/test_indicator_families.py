@@ -98,7 +98,7 @@ def test_every_registered_column_is_point_in_time(tmp_path):
 @pytest.fixture
 def scratch_registry():
     """Indicators registered by a test are removed afterwards."""
-    before = set(REGISTRY.names())
+    before = set(load_registry().names())
     yield
     for name in set(REGISTRY.names()) - before:
         REGISTRY.remove(name)

@@ -183,6 +183,9 @@ INPUT_READS = InputReads()
 
 def test_a_tick_with_nothing_changed_reads_no_input_file(tmp_path, monkeypatch):
     parquet = copy_inputs(CODES, tmp_path / "parquet")
+    written = time.time() - 10  # files not written in the last moments (parquet.RACY_NS: those are hashed each time)
+    for path in parquet.glob("*.parquet"):
+        os.utime(path, (written, written))
     settings = build_store(parquet, tmp_path / "qlib_data")
     resources = {
         "precompute": PrecomputeSettings(parquet_data_path=str(parquet), qlib_data_path=str(settings.qlib_data_path))
@@ -201,7 +204,6 @@ def test_a_tick_with_nothing_changed_reads_no_input_file(tmp_path, monkeypatch):
     changed = parquet / "SZ000792.parquet"
     frame = pd.read_parquet(changed)
     frame.iloc[:-1].to_parquet(changed)  # one file changes: it alone is read, once per tick
-    written = time.time() - 10  # not written in the last moments (parquet.RACY_NS: such a file is hashed each time)
     os.utime(changed, (written, written))
     reads = INPUT_READS.watch(parquet)
     (request,) = tick(instance, resources, second.cursor).run_requests

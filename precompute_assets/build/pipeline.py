@@ -229,12 +229,23 @@ def _plan_stocks(
     return out
 
 
+def _planned_work(settings: Settings, bucket: str, run: str, log: Log) -> Path:
+    """The run's work folder, with the bars step's plans in it: a run that re-materializes a family
+    (and the store) without `stock_bars`, as the UI does for a changed indicator, plans its bucket
+    against the store first, so it finds the columns that are stale and the bars they need."""
+    work = intermediates.bucket_dir(settings.work_path, bucket, run)
+    if run and not (work / "bars.json").exists():
+        log(f"{bucket}: this run did not plan the bucket (no stock_bars step): planning it against the store")
+        build_bars(settings, bucket, log, run)
+    return work
+
+
 def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log, run: str = "") -> StepReport:
     """Compute one family for the bucket's stocks and leave its columns as an intermediate."""
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
     calendar = read_working_calendar(layout)
-    work = intermediates.bucket_dir(settings.work_path, bucket, run)
+    work = _planned_work(settings, bucket, run, log)
     bars = intermediates.read_frames(intermediates.frames_path(work, "bars"))
     plans = _plans(work)
     updates = {code: plans[code].update for code in bars}
@@ -298,7 +309,7 @@ def write_bucket(
     layout = StoreLayout(settings.qlib_data_path)
     registry = load_registry()
     calendar = read_working_calendar(layout)
-    work = intermediates.bucket_dir(settings.work_path, bucket, run)
+    work = _planned_work(settings, bucket, run, log)
     bars = intermediates.read_frames(intermediates.frames_path(work, "bars"))
     notes = intermediates.read_notes(work / "bars.json")
     plans = _plans(work)
