@@ -25,6 +25,7 @@ from precompute_assets.build.family_update import compute_family_update, tail_st
 from precompute_assets.build.manifest import write_manifest
 from precompute_assets.build.progress import Log, Progress, no_log, stock_line
 from precompute_assets.build.update_plan import HistoryShrunk, StockPlan, plan_stock, stored_digest
+from precompute_assets.build.written import record_written
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.families.base import valid_rows
 from precompute_assets.indicators.history import history_need
@@ -390,6 +391,7 @@ def write_bucket(
                     seconds=round(seconds, 4),
                 )
                 progress.advance(lines=[line])
+        record_written(work, {w.code: w.written for w in written})
         record_input_problems(
             layout,
             bucket,
