@@ -7,6 +7,7 @@ from dagster import Definitions
 from precompute_assets.defs.executors import executor_from_env
 from precompute_assets.defs.operations import OPERATIONS_ASSETS, OPERATIONS_JOBS, OPERATIONS_SCHEDULES
 from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS
+from precompute_assets.defs.precompute.audit import store_audit_job, store_audit_schedule
 from precompute_assets.defs.precompute.checks import STORE_CHECKS
 from precompute_assets.defs.precompute.jobs import JOBS
 from precompute_assets.defs.precompute.schedules import daily_update_schedule
@@ -17,9 +18,9 @@ from precompute_assets.defs.resources import PrecomputeSettings
 defs = Definitions(
     assets=[*PRECOMPUTE_ASSETS, *RESEARCH_ASSETS, *OPERATIONS_ASSETS],
     asset_checks=[*PRECOMPUTE_CHECKS, *STORE_CHECKS],
-    jobs=[*JOBS, *OPERATIONS_JOBS],
+    jobs=[*JOBS, store_audit_job, *OPERATIONS_JOBS],
     sensors=[parquet_input_sensor],
-    schedules=[daily_update_schedule, *OPERATIONS_SCHEDULES],
+    schedules=[daily_update_schedule, store_audit_schedule, *OPERATIONS_SCHEDULES],
     resources={"precompute": PrecomputeSettings.from_env()},
     # PRECOMPUTE_EXECUTOR picks where steps run: in_process (default; parallelism is across bucket runs,
     # two at a time, see deploy/dagster.yaml), multiprocess, or celery (docs/deploy.md).

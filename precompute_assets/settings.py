@@ -27,3 +27,9 @@ class Settings:
     def work_path(self) -> Path:
         """Intermediates (family outputs per bucket), next to the store and never inside it."""
         return self.qlib_data_path.parent / f".{self.qlib_data_path.name}_work"
+
+
+def audit_cron() -> str:
+    """When the `store_audit` schedule re-checks the whole store (PRECOMPUTE_AUDIT_CRON; Asia/Shanghai
+    time): weekly by default, Saturday 06:00, when no update runs."""
+    return os.environ.get("PRECOMPUTE_AUDIT_CRON", "0 6 * * 6")

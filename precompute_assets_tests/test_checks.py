@@ -7,17 +7,28 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import copy_inputs
-from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job, materialize
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    build_schedule_context,
+    define_asset_job,
+    materialize,
+)
 
 from precompute_assets.build.buckets import bucket_of
+from precompute_assets.build.freshness import stale_buckets
 from precompute_assets.defs.operations import store_backup
 from precompute_assets.defs.partitions import stock_buckets
+from precompute_assets.defs.precompute.audit import store_audit_job, store_audit_schedule
 from precompute_assets.defs.precompute.bars import stock_bars
 from precompute_assets.defs.precompute.calendar import trading_calendar
 from precompute_assets.defs.precompute.check_status import failed_store_checks
@@ -178,3 +189,40 @@ def test_a_range_run_records_each_buckets_check_result_so_the_backup_follows(tmp
         ("integrity", BUCKET),
     } | ({("consistency", BUCKET)} if not outcome[("consistency", BUCKET)] else set())
     assert {f.split(" on ")[1] for f in failed_store_checks(instance)} == {BUCKET}
+
+
+def test_the_store_audit_finds_damage_in_old_rows_and_marks_it_for_the_next_run(bucket, tmp_path):
+    """The weekly audit runs the checks over every bucket in one run; an overwritten old value (which the
+    checks after an update do not read) fails integrity on its bucket and is rebuilt by the next run."""
+    store = tmp_path / "qlib_data"
+    shutil.copytree(bucket.root / "qlib_data", store, symlinks=True)
+    resources = resources_for(bucket.parquet, store)
+    settings = resources["precompute"].settings
+    victim = IN_BUCKET[0]
+    path = StoreLayout(store).bin_path(victim, "ma20")
+    original = path.read_bytes()
+    data = np.frombuffer(original, dtype="<f4").copy()
+    data[300] += 0.5  # same size, in range: only a checksum sees it
+    path.write_bytes(data.tobytes())
+
+    request = store_audit_schedule(build_schedule_context(scheduled_execution_time=datetime(2026, 12, 5, 6)))
+    defs = Definitions(assets=[qlib_store], asset_checks=STORE_CHECKS, jobs=[store_audit_job], resources=resources)
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("store_audit").execute_in_process(
+        instance=instance, tags=request.tags, raise_on_error=False
+    )
+    assert not result.success
+    outcome = {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
+    keys = stock_buckets.get_partition_keys()
+    assert sorted(outcome) == sorted((name, key) for name in CHECK_NAMES for key in keys)
+    # the fixture built one bucket: the others' stocks are (rightly) reported missing from the store
+    assert {name for (name, key), e in outcome.items() if not e.passed and key == BUCKET} == {"integrity"}
+    assert {name for (name, key), e in outcome.items() if not e.passed and key != BUCKET} <= {"completeness"}
+    assert outcome[("integrity", BUCKET)].metadata["failing_stocks"].value == [victim]
+    assert stale_buckets(settings)[BUCKET].reason == "damaged store files"
+
+    rerun = run_bucket(resources, instance)
+    assert rerun.success and all(e.passed for e in rerun.get_asset_check_evaluations())
+    # a run that wrote the bucket checks what it wrote: the rebuilt stock, not its unchanged neighbours
+    assert evaluations(rerun)["completeness"].metadata["stocks_checked"].value == 1 < len(IN_BUCKET)
+    assert path.read_bytes() == original and BUCKET not in stale_buckets(settings)

@@ -71,9 +71,14 @@ JOBS = {
     "store_backup_job",
     "store_cleanup_job",
     "store_restore_job",
+    "store_audit",
 }
 SENSORS = {"parquet_input_sensor": "precompute_update_job"}
-SCHEDULES = {"daily_update_schedule": "precompute_update_job", "store_cleanup": "store_cleanup_job"}
+SCHEDULES = {
+    "daily_update_schedule": "precompute_update_job",
+    "store_audit_schedule": "store_audit",
+    "store_cleanup": "store_cleanup_job",
+}
 
 
 def test_checks_jobs_sensors_and_schedules_are_the_pinned_ones():

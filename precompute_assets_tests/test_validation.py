@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 from conftest import build_store, copy_inputs, run_pipeline
 
-from precompute_assets.build import pipeline
+from precompute_assets.build import intermediates, pipeline
 from precompute_assets.build.buckets import bucket_keys, bucket_of
+from precompute_assets.build.written import read_written
 from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_calendar, write_calendar
@@ -203,8 +204,10 @@ def test_a_damaged_bucket_is_repaired_by_rebuilding_only_that_bucket(store, buil
         pd.testing.assert_frame_equal(repaired.read(code, fields), fresh.read(code, fields))
 
 
-def test_after_an_update_quality_checks_the_appended_days_and_integrity_guards_the_rest(tmp_path):
-    """A daily update's quality check costs its new days; an older row altered later is integrity's to find."""
+def test_after_an_update_the_checks_judge_what_it_wrote_and_the_audit_the_rest(tmp_path):
+    """The checks after a daily update read its new days and appended bytes: they catch a flipped byte
+    in a new value, a missing append and a file one value too long; damage to older rows is the
+    audit's (the checks without a run's record) to find."""
     codes, new_days = ("SH600519", "SZ000792"), 5
     parquet = copy_inputs(codes, tmp_path / "parquet")
     full = {code: pd.read_parquet(parquet / f"{code}.parquet") for code in codes}
@@ -214,17 +217,54 @@ def test_after_an_update_quality_checks_the_appended_days_and_integrity_guards_t
     for code, frame in full.items():
         frame.to_parquet(parquet / f"{code}.parquet")
     run_pipeline(settings)
+    bucket = bucket_keys(1)[0]
+    written = read_written(intermediates.bucket_dir(settings.work_path, bucket))
+    assert sorted(written) == list(codes) and all(w.rows_before > 0 and w.appended for w in written.values())
 
-    result = validate_quality(settings, None)
-    assert result.passed, result.describe()
-    assert result.checked["rows_checked"] == new_days * len(codes) and result.checked["stocks_profiled"] == 0
+    def after_update(validate, **options):
+        return validate(settings, bucket, written, **options)
 
-    stored = StoreReader(StoreLayout(settings.qlib_data_path)).read("SZ000792", ["rsi14"])["rsi14"]
+    for validate in VALIDATIONS:
+        result = after_update(validate)
+        assert result.passed, result.describe()
+    quality = after_update(validate_quality)
+    assert quality.checked["rows_checked"] == new_days * len(codes) and quality.checked["stocks_profiled"] == 0
+
+    layout = StoreLayout(settings.qlib_data_path)
+    close = layout.bin_path("SZ000792", "close")
+    original = close.read_bytes()
+    flipped = bytearray(original)
+    flipped[-7] ^= 0x01  # the low byte of the stock's second-to-last close, a new day
+    close.write_bytes(bytes(flipped))
+    integrity = after_update(validate_integrity)
+    assert integrity.failing_stocks == ["SZ000792"] and integrity.failing_columns == ["close"]
+    assert "checksum differs" in integrity.describe() and "appended by this run" in integrity.describe()
+    assert after_update(validate_consistency).failing_columns == ["close"]  # base fields against the input
+    close.write_bytes(original)
+
+    ma5 = layout.bin_path("SH600519", "ma5")
+    original = ma5.read_bytes()
+    ma5.write_bytes(original[:-4])  # the last append is missing
+    missing = after_update(validate_integrity)
+    assert missing.failing_stocks == ["SH600519"] and "truncated or extended" in missing.describe()
+    assert after_update(validate_completeness).failing_columns == ["ma5"]
+    ma5.write_bytes(original + original[-4:])  # one value too long
+    longer = after_update(validate_integrity)
+    assert longer.failing_columns == ["ma5"] and f"found {len(original) + 4}" in longer.describe()
+    ma5.write_bytes(original)
+
+    stored = StoreReader(layout).read("SZ000792", ["rsi14"])["rsi14"]
     date = alter(settings, "SZ000792", "rsi14", len(stored) - 2, 150.0)  # an appended day
-    appended = validate_quality(settings, None)
+    appended = after_update(validate_quality)
     assert appended.failing_stocks == ["SZ000792"] and date in by_column(appended, "SZ000792")["rsi14"][0].example
-
     alter(settings, "SZ000792", "rsi14", len(stored) - 2, float(stored.iloc[-2]))  # put back as it was
-    alter(settings, "SH600519", "rsi14", 800, 150.0)  # history, after it passed when it was written
-    assert validate_quality(settings, None).passed
-    assert validate_integrity(settings, None).failing_stocks == ["SH600519"]
+
+    date = alter(settings, "SH600519", "rsi14", 800, 150.0)  # history, after it passed when it was written
+    for validate in VALIDATIONS:
+        assert after_update(validate).passed  # not what the update wrote
+    assert validate_integrity(settings, bucket).failing_stocks == ["SH600519"]  # the audit's scope
+    audit_quality = validate_quality(settings, bucket)
+    assert (
+        audit_quality.failing_stocks == ["SH600519"]
+        and date in by_column(audit_quality, "SH600519")["rsi14"][0].example
+    )

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.build.update_plan import StockPlan
+from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.registry import Indicator, Registry
 from precompute_assets.store.base_fields import base_fields
 from precompute_assets.store.layout import StoreLayout
@@ -27,6 +28,7 @@ class StockWrite:
     last_date: str
     columns: int
     missing_columns: list[str] = field(default_factory=list)
+    written: WrittenStock = field(default_factory=WrittenStock)
 
 
 def write_stock(
@@ -83,9 +85,9 @@ def write_stock(
             written_from=0,
         )
         commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta, publish=publish)
-        written = len(bars)
+        written, record = len(bars), WrittenStock()
     else:
-        written = _update(layout, registry, code, bars, family_frames, plan, state, meta)
+        written, record = _update(layout, registry, code, bars, family_frames, plan, state, meta)
     stored = meta.get("indicators", {})
     return StockWrite(
         code,
@@ -96,6 +98,7 @@ def write_stock(
         meta["last_date"],
         len(base_fields(bars.iloc[:1])) + len(stored),
         [n for n in expected if n.lower() not in stored],
+        record,
     )
 
 
@@ -108,7 +111,7 @@ def _update(
     plan: StockPlan,
     state: Mapping[str, float],
     meta: dict,
-) -> int:
+) -> tuple[int, WrittenStock]:
     """Append the plan's new days to every column that is not stale, and replace the stale ones.
 
     Each family frame is aligned once as a block (a reindex per column cost more than the appends)."""
@@ -147,7 +150,8 @@ def _update(
         written_from=0 if replacements else current["rows"],  # the rows this write put there
     )
     update_stock(layout, code, appends, replacements, meta, current)
-    return new_rows
+    before = {f: tuple(current["files"][f]) for f in appends if f not in replacements}
+    return new_rows, WrittenStock(current["rows"] if not replacements else 0, before)
 
 
 def _aliases(registry: Registry, written: Mapping[str, object], skip: frozenset[str] = frozenset()) -> list[Indicator]:

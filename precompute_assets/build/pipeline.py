@@ -25,6 +25,7 @@ from precompute_assets.build.family_update import compute_family_update, tail_st
 from precompute_assets.build.manifest import write_manifest
 from precompute_assets.build.progress import Log, Progress, no_log, stock_line
 from precompute_assets.build.update_plan import HistoryShrunk, StockPlan, plan_stock, stored_digest
+from precompute_assets.build.written import WrittenStock, record_written
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.families.base import valid_rows
 from precompute_assets.indicators.history import history_need
@@ -337,7 +338,8 @@ def write_bucket(
                 f"planned again under the lock: {len(meanwhile) - redone} already current (nothing to do), "
                 f"{redone} recomputed"
             )
-        written, failed = [], 0
+        written: list[StockWrite] = []
+        failed: list[str] = []
         progress = Progress(f"{bucket} store", len(bars), log)
 
         def write_one(code: str) -> tuple[StockWrite | Exception, float]:
@@ -375,7 +377,7 @@ def write_bucket(
         with ThreadPoolExecutor(WRITER_THREADS) as pool:
             for code, (outcome, seconds) in zip(bars, pool.map(write_one, bars), strict=True):
                 if isinstance(outcome, Exception):
-                    failed += 1
+                    failed.append(code)
                     errors.append(f"{code} store: {outcome}")
                     status = f"failed: {outcome}"
                 else:
@@ -390,6 +392,8 @@ def write_bucket(
                     seconds=round(seconds, 4),
                 )
                 progress.advance(lines=[line])
+        # a stock whose write failed is judged whole: its checks must see what the failure left
+        record_written(work, {**{c: WrittenStock() for c in failed}, **{w.code: w.written for w in written}})
         record_input_problems(
             layout,
             bucket,
@@ -407,7 +411,7 @@ def write_bucket(
         "stocks_rebuilt": sum(w.mode == "full" for w in written),
         "stocks_updated": sum(w.mode == "update" for w in written),
         "stocks_unchanged": sum(p.mode == "skip" for p in plans.values()),
-        "stocks_failed": failed,
+        "stocks_failed": len(failed),
         "rows_written": sum(w.rows_written for w in written),
         "columns": max((w.columns for w in written), default=0),
         "first_date": min((w.first_date for w in written), default=None),

@@ -14,6 +14,7 @@ import pandas as pd
 
 from precompute_assets.build.bucket_state import input_problems
 from precompute_assets.build.buckets import bucket_keys, bucket_of, codes_in_bucket
+from precompute_assets.build.written import WrittenStock
 from precompute_assets.input.parquet import InputError, StockInput, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_working_calendar
@@ -23,10 +24,15 @@ from precompute_assets.store.stock_commit import align_to_calendar, stored_codes
 
 @dataclass
 class BucketScope:
-    """One bucket's stocks in the input and in the store; `bucket=None` means every stock."""
+    """One bucket's stocks in the input and in the store; `bucket=None` means every stock.
+
+    With `written` (what a run's store step wrote), only those stocks are in scope: the checks after
+    an update judge what it wrote, the audit (`written=None`) the whole bucket.
+    """
 
     settings: Settings
     bucket: str | None
+    written: dict[str, WrittenStock] | None = None
     _inputs: dict[str, StockInput | InputError] = field(default_factory=dict, repr=False)
 
     @property
@@ -46,13 +52,19 @@ class BucketScope:
     def input_files(self) -> dict[str, Path]:
         files = scan_folder(self.settings.parquet_data_path).files
         codes = list(files) if self.bucket is None else codes_in_bucket(files, self.bucket, self.settings.batches)
+        codes = codes if self.written is None else [c for c in codes if c in self.written]
         return {code: files[code] for code in sorted(codes)}
 
     @cached_property
     def stored(self) -> list[str]:
         """Codes with a `features/<code>` entry in this bucket (delisted ones included)."""
         codes = stored_codes(self.layout)
-        return [c for c in codes if self.bucket is None or bucket_of(c, self.settings.batches) == self.bucket]
+        codes = [c for c in codes if self.bucket is None or bucket_of(c, self.settings.batches) == self.bucket]
+        return codes if self.written is None else [c for c in codes if c in self.written]
+
+    def rows_before(self, code: str) -> int:
+        """Rows of the stock that the run did not write (0: judge every row)."""
+        return 0 if self.written is None or code not in self.written else self.written[code].rows_before
 
     @cached_property
     def history_shrunk(self) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.registry import Registry
 from precompute_assets.input.parquet import StockInput
@@ -29,10 +30,13 @@ def expected_columns(registry: Registry, stock: StockInput) -> list[str]:
     return base + [indicator.field for indicator in registry.all()]
 
 
-def validate_completeness(settings: Settings, bucket: str | None) -> ValidationResult:
+def validate_completeness(
+    settings: Settings, bucket: str | None, written: dict[str, WrittenStock] | None = None
+) -> ValidationResult:
+    """Every input stock of the bucket, or with `written` the stocks a run wrote."""
     import great_expectations as gx
 
-    scope = BucketScope(settings, bucket)
+    scope = BucketScope(settings, bucket, written)
     registry = load_registry()
     inputs = scope.readable_inputs()
     stored = {code for code in scope.stored if read_stock_meta(scope.layout, code) is not None}

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.compute import compute_family
 from precompute_assets.indicators.registry import FAMILIES, Indicator
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import base_fields
+from precompute_assets.store.stock_commit import read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope
 from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
 from precompute_assets.validation.result import ValidationResult
@@ -32,16 +34,19 @@ PROFILE = [CODE, COLUMN, "mismatches", "first_mismatch", "stored", "expected"]
 def validate_consistency(
     settings: Settings,
     bucket: str | None,
+    written: dict[str, WrittenStock] | None = None,
     *,
     seed: int = 0,
     sample_stocks: int = SAMPLE_STOCKS,
     sample_columns: int = SAMPLE_COLUMNS_PER_FAMILY,
     indicators: Sequence[str] | None = None,
 ) -> ValidationResult:
-    """`indicators` replaces the random column sample (e.g. to re-check the columns a failure named)."""
+    """`indicators` replaces the random column sample (e.g. to re-check the columns a failure named).
+
+    With `written`, the stocks a run wrote are compared on the rows it wrote."""
     import great_expectations as gx
 
-    scope = BucketScope(settings, bucket)
+    scope = BucketScope(settings, bucket, written)
     stored = set(scope.stored)
     bars = {code: b for code in scope.input_files if code in stored and (b := scope.aligned_bars(code)) is not None}
     base_rows = [row for code, stock_bars in bars.items() for row in _compare_base(scope, code, stock_bars)]
@@ -52,6 +57,7 @@ def validate_consistency(
     for family, family_indicators in chosen.items():
         result = compute_family(family, {code: bars[code] for code in codes}, scope.calendar, family_indicators)
         for code, frame in result.frames.items():
+            frame = frame.iloc[_first_written(scope, code, frame.index) :]
             stored_frame = read_stored(
                 scope.layout, code, [i.field for i in family_indicators], scope.calendar, frame.index
             )
@@ -102,7 +108,18 @@ def _sample_indicators(
     return {family: indicators for family, indicators in chosen.items() if indicators}
 
 
+def _first_written(scope: BucketScope, code: str, dates: pd.DatetimeIndex) -> int:
+    """Position in `dates` of the stock's first row the run wrote (its rows follow the calendar)."""
+    before = scope.rows_before(code)
+    if not before:
+        return 0
+    meta = read_stock_meta(scope.layout, code) or {}
+    first_new = int(meta.get("start_index", 0)) + before
+    return int(dates.searchsorted(scope.calendar[first_new])) if first_new < len(scope.calendar) else len(dates)
+
+
 def _compare_base(scope: BucketScope, code: str, bars: pd.DataFrame) -> list[tuple]:
+    bars = bars.iloc[_first_written(scope, code, bars.index) :]
     expected = base_fields(bars)
     stored = read_stored(scope.layout, code, list(expected), scope.calendar, bars.index)
     return [_row(code, name, stored.get(name), values, bars.index, exact=True) for name, values in expected.items()]

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
+from precompute_assets.build.written import WrittenStock
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import history_inserted, read_calendar, read_working_calendar
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
@@ -88,9 +89,17 @@ class StoreCalendars:
 
 
 def inspect_stock(
-    layout: StoreLayout, code: str, calendars: StoreCalendars, *, verify_crc: bool = True
+    layout: StoreLayout,
+    code: str,
+    calendars: StoreCalendars,
+    *,
+    verify_crc: bool = True,
+    appended: Mapping[str, tuple[int, int]] | None = None,
 ) -> list[Finding]:
-    """Everything checkable about one stored stock; `verify_crc=False` only stats the files (cheap)."""
+    """Everything checkable about one stored stock; `verify_crc=False` only stats the files (cheap).
+
+    `appended` (field -> size and crc32 before a run's append) verifies those files by their appended
+    bytes alone: the recorded crc32 must continue the one before the append over them."""
     meta = read_stock_meta(layout, code)
     if meta is None or not isinstance(meta.get("files"), dict):
         return [Finding(code, META_FILE, ("meta_ok",))]
@@ -99,7 +108,7 @@ def inspect_stock(
     except (FileNotFoundError, NotADirectoryError):
         entries = {}
     findings = [
-        _inspect_file(code, name, recorded, entries.get(name.lower()), verify_crc)
+        _inspect_file(code, name, recorded, entries.get(name.lower()), verify_crc, (appended or {}).get(name))
         for name, recorded in meta["files"].items()
     ]
     for entry in sorted((e for name, e in entries.items() if name not in meta["files"]), key=lambda e: e.name):
@@ -124,12 +133,21 @@ def damaged_stocks(layout: StoreLayout, codes: Iterable[str], *, verify_crc: boo
     return {code: problems for code, problems in found.items() if problems}
 
 
-def validate_integrity(settings: Settings, bucket: str | None) -> ValidationResult:
+def validate_integrity(
+    settings: Settings, bucket: str | None, written: dict[str, WrittenStock] | None = None
+) -> ValidationResult:
+    """Every stored stock of the bucket, or with `written` the files and appended bytes a run wrote."""
     import great_expectations as gx
 
-    scope = BucketScope(settings, bucket)
+    scope = BucketScope(settings, bucket, written)
     calendars = StoreCalendars.read(scope.layout)
-    rows = [finding.row() for code in scope.stored for finding in inspect_stock(scope.layout, code, calendars)]
+    rows = [
+        finding.row()
+        for code in scope.stored
+        for finding in inspect_stock(
+            scope.layout, code, calendars, appended=written[code].appended if written else None
+        )
+    ]
     frame = pd.DataFrame(rows, columns=[CODE, COLUMN, *FLAGS, "detail"])
     rules = [
         Rule(gx.expectations.ExpectColumnValuesToBeInSet(column=flag, value_set=[True]), problem)
@@ -145,21 +163,31 @@ def validate_integrity(settings: Settings, bucket: str | None) -> ValidationResu
     return ValidationResult("integrity", scope.name, session.summary(), session.expectations, failures, checked)
 
 
-def _inspect_file(code: str, name: str, recorded: list[int], entry: os.DirEntry | None, verify_crc: bool) -> Finding:
+def _inspect_file(
+    code: str,
+    name: str,
+    recorded: list[int],
+    entry: os.DirEntry | None,
+    verify_crc: bool,
+    before: tuple[int, int] | None = None,
+) -> Finding:
     size, crc = recorded
-    found = _size_and_bytes(entry, verify_crc, size)
+    before_size, before_crc = before if before is not None and before[0] <= size else (0, 0)
+    found = _size_and_bytes(entry, verify_crc, size, before_size)
     if found is None:
         return Finding(code, name, ("exists",), f"{name.lower()}{BIN_SUFFIX}")
     actual, data = found
     if actual != size:
         return Finding(code, name, ("size_ok",), f"recorded {size} bytes, found {actual}")
-    if verify_crc and zlib.crc32(data) != crc:
-        return Finding(code, name, ("crc_ok",), f"{actual} bytes")
+    if verify_crc and zlib.crc32(data, before_crc) != crc:
+        where = f"bytes {before_size}-{actual} appended by this run" if before_size else f"{actual} bytes"
+        return Finding(code, name, ("crc_ok",), where)
     return Finding(code, name)
 
 
-def _size_and_bytes(entry: os.DirEntry | None, read: bool, expected: int) -> tuple[int, bytes] | None:
-    """A listed file's size and, when `read` and the size is `expected`, its bytes; None when it is not there.
+def _size_and_bytes(entry: os.DirEntry | None, read: bool, expected: int, start: int = 0) -> tuple[int, bytes] | None:
+    """A listed file's size and, when `read` and the size is `expected`, its bytes from `start`; None
+    when it is not there.
 
     Reading takes one open, one fstat and one read on a string path: per-file pathlib paths, a stat
     by path and a buffered open cost several times the read and the crc32 themselves.
@@ -172,7 +200,7 @@ def _size_and_bytes(entry: os.DirEntry | None, read: bool, expected: int) -> tup
         fd = os.open(entry.path, os.O_RDONLY)
         try:
             actual = os.fstat(fd).st_size
-            return actual, (os.read(fd, actual) if actual == expected else b"")
+            return actual, (os.pread(fd, actual - start, start) if actual == expected else b"")
         finally:
             os.close(fd)
     except FileNotFoundError:  # a dangling link

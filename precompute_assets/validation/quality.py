@@ -1,10 +1,11 @@
 """Quality: values that must lie in a range do, bands are ordered, nothing is infinite, few NaN after warm-up.
 
-Range and order rules are checked on the rows each stock's latest write put in the store (a violation
-is wrong data: blocking): every row after a full build, the appended days after an update. Older rows
-passed this check when they were written, and the integrity check proves their bytes unchanged since,
-so a daily update's check costs its new day, not the whole history. The NaN share is a warning,
-measured on full writes: long suspensions legitimately leave ratio and correlation columns undefined.
+Range and order rules are checked on the rows a run wrote (a violation is wrong data: blocking): every
+row after a full build, the appended days after an update, every row in the audit (no `written`).
+Older rows passed this check when they were written, and the integrity check proves the appended
+bytes (the audit: every byte) match their record, so a daily update's check costs its new day. The
+NaN share is a warning, measured on full writes: long suspensions legitimately leave ratio and
+correlation columns undefined.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.settings import Settings
@@ -39,9 +41,13 @@ MAX_NAN_SHARE = 0.25
 
 
 def validate_quality(
-    settings: Settings, bucket: str | None, *, max_nan_share: float = MAX_NAN_SHARE
+    settings: Settings,
+    bucket: str | None,
+    written: dict[str, WrittenStock] | None = None,
+    *,
+    max_nan_share: float = MAX_NAN_SHARE,
 ) -> ValidationResult:
-    scope = BucketScope(settings, bucket)
+    scope = BucketScope(settings, bucket, written)
     warmups = {indicator.field: indicator.warmup for indicator in load_registry().all()}
     value_columns = sorted({*RANGES, *(name for pair in ORDERED for name in pair)})
     values, profiles = [], []
@@ -49,10 +55,10 @@ def validate_quality(
         meta = read_stock_meta(scope.layout, code)
         if meta is None:
             continue  # unreadable `_stock.json`: the integrity check names it
-        written = stored_span(scope.calendar, meta)[int(meta.get("written_from", 0)) :]
-        whole = len(written) == meta["rows"]  # a full write: profile every column, not only the ranged ones
+        rows = stored_span(scope.calendar, meta)[scope.rows_before(code) :]
+        whole = len(rows) == meta["rows"]  # a full write: profile every column, not only the ranged ones
         fields = stored_fields(scope.layout, code) if whole else value_columns
-        frame = read_stored(scope.layout, code, fields, scope.calendar, written)
+        frame = read_stored(scope.layout, code, fields, scope.calendar, rows)
         values.append(frame.reindex(columns=value_columns).rename_axis(DATE).reset_index().assign(**{CODE: code}))
         if whole:
             profiles.extend(_profile(code, frame, warmups))

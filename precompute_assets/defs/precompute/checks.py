@@ -1,5 +1,9 @@
 """Blocking, bucket-partitioned asset checks on `qlib_store`, one per validation.
 
+In a run that wrote the bucket, the checks judge what its store step wrote (the stocks, appended rows
+and files of its record); in a run of the checks alone (the `store_audit` job, the UI's Execute
+check) they judge the whole bucket.
+
 A failed check with ERROR severity fails the run and stops what reads the bucket downstream; a check
 that found only warnings (a high NaN share) reports WARN and lets the run go on.
 """
@@ -21,7 +25,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from precompute_assets.build import intermediates
 from precompute_assets.build.bucket_state import mark_for_repair
+from precompute_assets.build.written import WrittenStock, read_written
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.check_metadata import check_metadata
 from precompute_assets.defs.precompute.run_progress import RunProgress
@@ -36,7 +42,8 @@ from precompute_assets.validation.quality import validate_quality
 from precompute_assets.validation.result import ValidationResult
 
 CHECK_OUTPUT = "result"  # the output name @asset_check gives its op
-Validate = Callable[[AssetCheckExecutionContext, Settings, str], ValidationResult]
+Written = dict[str, WrittenStock] | None
+Validate = Callable[[AssetCheckExecutionContext, Settings, str, Written], ValidationResult]
 
 
 def build_store_check(name: str, validate: Validate, description: str) -> AssetChecksDefinition:
@@ -53,8 +60,10 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
         settings = precompute.settings
         progress = RunProgress.start(context, name, settings)
         results = {}
+        run = context.run.root_run_id or context.run.run_id  # the work folder the run's store step wrote in
         for bucket in context.partition_keys:
-            results[bucket] = result = validate(context, settings, bucket)
+            written = read_written(intermediates.bucket_dir(settings.work_path, bucket, run))
+            results[bucket] = result = validate(context, settings, bucket, written)
             log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
             log(result.describe())  # names the check and the bucket
             progress.bucket_done(bucket)
@@ -102,9 +111,9 @@ def _outcome(result: ValidationResult) -> dict[str, object]:
     }
 
 
-def integrity_marking_repairs(settings: Settings, bucket: str) -> ValidationResult:
+def integrity_marking_repairs(settings: Settings, bucket: str, written: Written = None) -> ValidationResult:
     """Integrity, and the damaged stocks recorded so the bucket's next run (sensor, `make run`) rebuilds them."""
-    result = validate_integrity(settings, bucket)
+    result = validate_integrity(settings, bucket, written)
     if result.failing_stocks:
         layout = StoreLayout(settings.qlib_data_path)
         mark_for_repair(layout, bucket, result.failing_stocks, "integrity check failed")
@@ -119,24 +128,26 @@ def run_seed(context: AssetCheckExecutionContext, bucket: str) -> int:
 STORE_CHECKS = [
     build_store_check(
         "completeness",
-        lambda context, settings, bucket: validate_completeness(settings, bucket),
+        lambda context, settings, bucket, written: validate_completeness(settings, bucket, written),
         "Every readable input stock, each of its input dates and every registered column is in the store.",
     ),
     build_store_check(
         "quality",
-        lambda context, settings, bucket: validate_quality(settings, bucket),
+        lambda context, settings, bucket, written: validate_quality(settings, bucket, written),
         "RSI/KDJ/STOCH in [0, 100], Williams %R in [-100, 0], volume and ATR >= 0, Bollinger bands ordered, "
         "no infinities (blocking); NaN share after warm-up (a warning).",
     ),
     build_store_check(
         "consistency",
-        lambda context, settings, bucket: validate_consistency(settings, bucket, seed=run_seed(context, bucket)),
+        lambda context, settings, bucket, written: validate_consistency(
+            settings, bucket, written, seed=run_seed(context, bucket)
+        ),
         "Base fields equal the input parquet as float32; a seeded random sample of indicator columns "
         "recomputed from the input equals the stored values.",
     ),
     build_store_check(
         "integrity",
-        lambda context, settings, bucket: integrity_marking_repairs(settings, bucket),
+        lambda context, settings, bucket, written: integrity_marking_repairs(settings, bucket, written),
         "Every stored file has the size and crc32 its commit recorded; first and last rows sit on the "
         "recorded dates of the calendar.",
     ),
