@@ -31,7 +31,15 @@ from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import Registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.input.bars import BucketBars, load_bars, scan_calendar
-from precompute_assets.input.parquet import InputError, file_fingerprint, read_stock_cached, scan_folder
+from precompute_assets.input.parquet import (
+    InputError,
+    file_fingerprint,
+    file_stat,
+    known_fingerprint,
+    read_input,
+    read_stock_cached,
+    scan_folder,
+)
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import ALL_BASE_FIELDS
 from precompute_assets.store.calendar import (
@@ -122,15 +130,19 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = ""
     calendar = read_working_calendar(layout)
     folder = scan_folder(settings.parquet_data_path)
     codes = codes_in_bucket(folder.files, bucket, settings.batches)
-    fingerprints = file_fingerprints(folder.files, codes)
+    inputs = _read_changed_inputs(layout, folder.files, codes)
+    fingerprints = inputs.fingerprints
     repairs = marked_for_repair(layout, bucket)
     progress = Progress(f"{bucket} bars", len(codes), log)
-    planned = _plan_stocks(layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance)
+    planned = _plan_stocks(
+        layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance, inputs.contents
+    )
     bars, plans, quality, errors = planned.bars, planned.plans, planned.quality, planned.errors
     work = intermediates.bucket_dir(settings.work_path, bucket, run)
     intermediates.write_frames(intermediates.frames_path(work, "bars"), bars)
     notes = {
         "fingerprints": fingerprints,
+        "input_stats": inputs.stats,
         "quality": quality,
         "errors": errors,
         "problems": planned.problems,
@@ -157,6 +169,34 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = ""
 
 
 @dataclass
+class BucketInputs:
+    """Each input file's content hash and the stat that will vouch for it once committed; the bytes
+    of the files that had to be read (those whose stat differs from the one their stock recorded)."""
+
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, list[int] | None] = field(default_factory=dict)
+    contents: dict[str, bytes] = field(default_factory=dict)
+
+
+def _read_changed_inputs(layout: StoreLayout, files: Mapping[str, Path], codes: list[str]) -> BucketInputs:
+    """An input file whose size and modification time are those its stock recorded at commit costs a
+    `stat` (its recorded hash stands); any other is read once, hashed, and its bytes kept for parsing."""
+    out = BucketInputs()
+    for code in codes:
+        path = files[code]
+        stat = file_stat(path)
+        meta = read_stock_meta(layout, code)
+        recorded = None if meta is None else meta.get("input_fingerprint")
+        if stat is not None and recorded and meta.get("input_stat") == stat:
+            out.fingerprints[code] = recorded
+            known_fingerprint(path, recorded)
+        else:
+            out.fingerprints[code], out.contents[code] = read_input(path)
+        out.stats[code] = stat
+    return out
+
+
+@dataclass
 class PlannedStocks:
     """Each stock's plan against what the store holds now, the bars it needs, and what its input showed."""
 
@@ -178,6 +218,7 @@ def _plan_stocks(
     fingerprints: Mapping[str, str],
     repairs: Mapping[str, str],
     advance=lambda: None,
+    contents: Mapping[str, bytes] | None = None,
 ) -> PlannedStocks:
     """Plan every stock; a file that lost stored days is refused (`history_shrunk`), its stored data kept."""
     need = max(history_need(i) for i in registry.all())
@@ -190,7 +231,10 @@ def _plan_stocks(
 
         def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
             result = load_bars(
-                files, [code], calendar, lambda path, stock: read_stock_cached(path, stock, fingerprints[stock])
+                files,
+                [code],
+                calendar,
+                lambda path, stock: read_stock_cached(path, stock, fingerprints[stock], (contents or {}).get(stock)),
             )
             loaded.errors.extend(result.errors)
             loaded.inputs.update(result.inputs)
@@ -348,6 +392,7 @@ def write_bucket(
             nan_share = {k: v for n in notes_of.values() for k, v in n.get("nan_share", {}).items()}
             quality = {"input": notes.get("quality", {}).get(code, {}), "nan_share": nan_share}
             fingerprint = notes["fingerprints"][code]
+            input_stat = notes.get("input_stats", {}).get(code)
             try:
                 outcome: StockWrite | Exception = write_stock(
                     layout,
@@ -361,6 +406,7 @@ def write_bucket(
                     state,
                     quality,
                     publish=publish,
+                    input_stat=input_stat,
                 )
             except (ValueError, OSError) as exc:
                 outcome = exc
