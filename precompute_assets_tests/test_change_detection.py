@@ -102,6 +102,11 @@ def test_an_update_reads_the_changed_file_only(tmp_path, monkeypatch):
     assert dict(reads) == {f"{touched}.parquet": 1}
     assert sum(r["stocks_unchanged"] for r in work.values()) == len(codes)
     assert sum(r["rows_written"] for r in work.values()) == 0
+    # its new stat is recorded: the next run reads nothing at all
+    reads.clear()
+    parquet_input._hashed.clear()
+    _update_buckets(settings)
+    assert dict(reads) == {}
     monkeypatch.undo()
 
     # What the update stored equals a fresh build of the final input.

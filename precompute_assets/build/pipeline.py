@@ -54,7 +54,7 @@ from precompute_assets.store.disk_space import ensure_free_space, stock_write_by
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.lock import bucket_lock
 from precompute_assets.store.manifest import calendar_holdouts
-from precompute_assets.store.stock_commit import pending_codes, publish_pending, read_stock_meta
+from precompute_assets.store.stock_commit import pending_codes, publish_pending, read_stock_meta, update_stock
 
 LOCK_WAIT = 1800.0
 """Seconds a bucket's writer waits for another run writing the same bucket (it then re-checks its plans)."""
@@ -436,6 +436,7 @@ def write_bucket(
                     seconds=round(seconds, 4),
                 )
                 progress.advance(lines=[line])
+        _record_input_stats(layout, plans, notes)
         record_input_problems(
             layout,
             bucket,
@@ -467,6 +468,20 @@ def write_bucket(
         for path in work.glob(f"*{intermediates.FRAMES_SUFFIX}"):
             path.unlink(missing_ok=True)
     return report
+
+
+def _record_input_stats(layout: StoreLayout, plans: Mapping[str, StockPlan], notes: dict) -> None:
+    """Record the input stat of each unchanged stock whose record lacks it (a store written before
+    stats were recorded, or a file touched but not changed), so the next run costs it a `stat`
+    instead of a hash; only `_stock.json` is rewritten, atomically."""
+    stats, fingerprints = notes.get("input_stats", {}), notes.get("fingerprints", {})
+    for code, plan in plans.items():
+        stat = stats.get(code)
+        if plan.mode != "skip" or stat is None:
+            continue
+        meta = read_stock_meta(layout, code)
+        if meta is not None and meta.get("input_stat") != stat and meta.get("input_fingerprint") == fingerprints[code]:
+            update_stock(layout, code, {}, {}, {"input_stat": stat}, meta)
 
 
 def _replan_written_meanwhile(
