@@ -77,14 +77,16 @@ def test_an_update_reads_the_changed_file_only(tmp_path, monkeypatch):
     settings = Settings(parquet, tmp_path / "store", BATCHES)
     run_pipeline(settings)
 
-    # A new week for one stock; the bucket steps (the calendar step reads dates on its own) then read
-    # that one file's content once, and the other files not at all.
+    # A new week for one stock: the calendar step reads that file's dates, the bucket steps its
+    # content once, and no other file is read at all.
     write_cut([changed], parquet, CUT + pd.Timedelta(days=7))
     _age(parquet / f"{changed}.parquet", 1800)
-    pipeline.build_calendar(settings)
     parquet_input._hashed.clear()  # a new run's process: nothing known but what the store recorded
     parquet_input._cache.clear()
     reads = _count_content_reads(monkeypatch)
+    pipeline.build_calendar(settings)
+    assert dict(reads) == {f"{changed}.parquet": 1}
+    reads.clear()
     work = _update_buckets(settings)
     assert dict(reads) == {f"{changed}.parquet": 1}
     assert sum(r["stocks_updated"] for r in work.values()) == 1

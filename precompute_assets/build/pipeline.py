@@ -54,7 +54,13 @@ from precompute_assets.store.disk_space import ensure_free_space, stock_write_by
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.lock import bucket_lock
 from precompute_assets.store.manifest import calendar_holdouts
-from precompute_assets.store.stock_commit import pending_codes, publish_pending, read_stock_meta, update_stock
+from precompute_assets.store.stock_commit import (
+    pending_codes,
+    publish_pending,
+    read_stock_meta,
+    sits_on_calendar,
+    update_stock,
+)
 
 LOCK_WAIT = 1800.0
 """Seconds a bucket's writer waits for another run writing the same bucket (it then re-checks its plans)."""
@@ -98,8 +104,8 @@ def build_calendar(settings: Settings) -> StepReport:
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
-    scan = scan_calendar(folder.files)
     stored = read_working_calendar(layout)
+    scan = scan_calendar({c: p for c, p in folder.files.items() if not _dates_on_calendar(layout, c, p, stored)})
     dates = stored.union(scan.dates).rename("date")
     inserted = int((dates[: len(stored)] != stored).any()) if len(stored) else 0
     write_working_calendar(layout, dates)
@@ -115,6 +121,18 @@ def build_calendar(settings: Settings) -> StepReport:
         "seconds": round(time.perf_counter() - started, 3),
     }
     return report
+
+
+def _dates_on_calendar(layout: StoreLayout, code: str, path: Path, calendar: pd.DatetimeIndex) -> bool:
+    """Whether the file's dates are already on `calendar` without reading it: its stat is the one its
+    stock recorded at commit, and the stock still sits on the calendar (every date of the file it was
+    built from was on the calendar then, and the calendar never loses a date)."""
+    meta = read_stock_meta(layout, code)
+    try:
+        stat = file_stat(path)
+    except OSError:
+        return False
+    return stat is not None and meta is not None and meta.get("input_stat") == stat and sits_on_calendar(meta, calendar)
 
 
 def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = "") -> StepReport:
