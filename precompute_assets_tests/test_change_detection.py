@@ -125,7 +125,7 @@ def test_an_update_reads_the_changed_file_only(tmp_path, monkeypatch):
             assert_within_one_ulp(a[field].to_numpy(np.float32), b[field].to_numpy(np.float32), f"{code}.{field}")
 
 
-def test_restated_history_is_seen_without_reading_the_store(tmp_path, monkeypatch):
+def test_restated_history_is_seen_from_the_recorded_digest(tmp_path, monkeypatch):
     """A restated value on a stored day rebuilds the stock, found from the recorded digest alone."""
     require_refdata()
     codes = sorted(p.stem for p in CSI300.glob("*.parquet"))[2:4]
