@@ -43,6 +43,7 @@ def write_stock(
     state: Mapping[str, float],
     quality: Mapping[str, object],
     publish: bool = True,
+    input_stat: list[int] | None = None,
 ) -> StockWrite:
     """Check the family columns against the registry and the bars' dates, then write them.
 
@@ -50,7 +51,8 @@ def write_stock(
     refuses the stock rather than storing misaligned data. An alias (`same_as`) is written as a copy
     of its source's column, in full and on update alike. `publish=False` (the calendar has inserted
     history) writes a full version as pending; an in-place append is refused then, as its rows would
-    read shifted through the published calendar.
+    read shifted through the published calendar. `input_stat` is the input file's size and
+    modification time as it was read (None: too fresh to vouch for it, so the next run hashes it).
     """
     if not publish and plan.mode != "full":
         raise ValueError(f"{code}: calendar history was inserted after the plan was made; run the bucket again")
@@ -62,7 +64,12 @@ def write_stock(
         if not frame.index.isin(bars.index).all():
             raise ValueError(f"{code}: {family} rows do not match the bars' dates")
     expected = [i.name for i in registry.all()]
-    meta = {"last_date": f"{bars.index[-1]:%Y-%m-%d}", "input_fingerprint": input_fingerprint, "quality": quality}
+    meta = {
+        "last_date": f"{bars.index[-1]:%Y-%m-%d}",
+        "input_fingerprint": input_fingerprint,
+        "input_stat": input_stat,
+        "quality": quality,
+    }
     if plan.mode == "full":
         fields = dict(base_fields(bars))
         fingerprints = {}

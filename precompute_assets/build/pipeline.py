@@ -32,7 +32,15 @@ from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import Registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.input.bars import BucketBars, load_bars, scan_calendar
-from precompute_assets.input.parquet import InputError, file_fingerprint, read_stock_cached, scan_folder
+from precompute_assets.input.parquet import (
+    InputError,
+    file_fingerprint,
+    file_stat,
+    known_fingerprint,
+    read_input,
+    read_stock_cached,
+    scan_folder,
+)
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import ALL_BASE_FIELDS
 from precompute_assets.store.calendar import (
@@ -47,7 +55,13 @@ from precompute_assets.store.disk_space import ensure_free_space, stock_write_by
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.lock import bucket_lock
 from precompute_assets.store.manifest import calendar_holdouts
-from precompute_assets.store.stock_commit import pending_codes, publish_pending, read_stock_meta
+from precompute_assets.store.stock_commit import (
+    pending_codes,
+    publish_pending,
+    read_stock_meta,
+    sits_on_calendar,
+    update_stock,
+)
 
 LOCK_WAIT = 1800.0
 """Seconds a bucket's writer waits for another run writing the same bucket (it then re-checks its plans)."""
@@ -91,8 +105,8 @@ def build_calendar(settings: Settings) -> StepReport:
     started = time.perf_counter()
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
-    scan = scan_calendar(folder.files)
     stored = read_working_calendar(layout)
+    scan = scan_calendar({c: p for c, p in folder.files.items() if not _dates_on_calendar(layout, c, p, stored)})
     dates = stored.union(scan.dates).rename("date")
     inserted = int((dates[: len(stored)] != stored).any()) if len(stored) else 0
     write_working_calendar(layout, dates)
@@ -110,6 +124,18 @@ def build_calendar(settings: Settings) -> StepReport:
     return report
 
 
+def _dates_on_calendar(layout: StoreLayout, code: str, path: Path, calendar: pd.DatetimeIndex) -> bool:
+    """Whether the file's dates are already on `calendar` without reading it: its stat is the one its
+    stock recorded at commit, and the stock still sits on the calendar (every date of the file it was
+    built from was on the calendar then, and the calendar never loses a date)."""
+    meta = read_stock_meta(layout, code)
+    try:
+        stat = file_stat(path)
+    except OSError:
+        return False
+    return stat is not None and meta is not None and meta.get("input_stat") == stat and sits_on_calendar(meta, calendar)
+
+
 def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = "") -> StepReport:
     """Plan each stock of the bucket against the store and leave the bars its plan needs.
 
@@ -123,15 +149,19 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = ""
     calendar = read_working_calendar(layout)
     folder = scan_folder(settings.parquet_data_path)
     codes = codes_in_bucket(folder.files, bucket, settings.batches)
-    fingerprints = file_fingerprints(folder.files, codes)
+    inputs = _read_changed_inputs(layout, folder.files, codes)
+    fingerprints = inputs.fingerprints
     repairs = marked_for_repair(layout, bucket)
     progress = Progress(f"{bucket} bars", len(codes), log)
-    planned = _plan_stocks(layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance)
+    planned = _plan_stocks(
+        layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance, inputs.contents
+    )
     bars, plans, quality, errors = planned.bars, planned.plans, planned.quality, planned.errors
     work = intermediates.bucket_dir(settings.work_path, bucket, run)
     intermediates.write_frames(intermediates.frames_path(work, "bars"), bars)
     notes = {
         "fingerprints": fingerprints,
+        "input_stats": inputs.stats,
         "quality": quality,
         "errors": errors,
         "problems": planned.problems,
@@ -158,6 +188,34 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = ""
 
 
 @dataclass
+class BucketInputs:
+    """Each input file's content hash and the stat that will vouch for it once committed; the bytes
+    of the files that had to be read (those whose stat differs from the one their stock recorded)."""
+
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, list[int] | None] = field(default_factory=dict)
+    contents: dict[str, bytes] = field(default_factory=dict)
+
+
+def _read_changed_inputs(layout: StoreLayout, files: Mapping[str, Path], codes: list[str]) -> BucketInputs:
+    """An input file whose size and modification time are those its stock recorded at commit costs a
+    `stat` (its recorded hash stands); any other is read once, hashed, and its bytes kept for parsing."""
+    out = BucketInputs()
+    for code in codes:
+        path = files[code]
+        stat = file_stat(path)
+        meta = read_stock_meta(layout, code)
+        recorded = None if meta is None else meta.get("input_fingerprint")
+        if stat is not None and recorded and meta.get("input_stat") == stat:
+            out.fingerprints[code] = recorded
+            known_fingerprint(path, recorded)
+        else:
+            out.fingerprints[code], out.contents[code] = read_input(path)
+        out.stats[code] = stat
+    return out
+
+
+@dataclass
 class PlannedStocks:
     """Each stock's plan against what the store holds now, the bars it needs, and what its input showed."""
 
@@ -179,6 +237,7 @@ def _plan_stocks(
     fingerprints: Mapping[str, str],
     repairs: Mapping[str, str],
     advance=lambda: None,
+    contents: Mapping[str, bytes] | None = None,
 ) -> PlannedStocks:
     """Plan every stock; a file that lost stored days is refused (`history_shrunk`), its stored data kept."""
     need = max(history_need(i) for i in registry.all())
@@ -191,7 +250,10 @@ def _plan_stocks(
 
         def load(code: str = code, loaded: BucketBars = loaded) -> pd.DataFrame:
             result = load_bars(
-                files, [code], calendar, lambda path, stock: read_stock_cached(path, stock, fingerprints[stock])
+                files,
+                [code],
+                calendar,
+                lambda path, stock: read_stock_cached(path, stock, fingerprints[stock], (contents or {}).get(stock)),
             )
             loaded.errors.extend(result.errors)
             loaded.inputs.update(result.inputs)
@@ -350,6 +412,7 @@ def write_bucket(
             nan_share = {k: v for n in notes_of.values() for k, v in n.get("nan_share", {}).items()}
             quality = {"input": notes.get("quality", {}).get(code, {}), "nan_share": nan_share}
             fingerprint = notes["fingerprints"][code]
+            input_stat = notes.get("input_stats", {}).get(code)
             try:
                 outcome: StockWrite | Exception = write_stock(
                     layout,
@@ -363,6 +426,7 @@ def write_bucket(
                     state,
                     quality,
                     publish=publish,
+                    input_stat=input_stat,
                 )
             except (ValueError, OSError) as exc:
                 outcome = exc
@@ -394,6 +458,7 @@ def write_bucket(
                 progress.advance(lines=[line])
         # a stock whose write failed is judged whole: its checks must see what the failure left
         record_written(work, {**{c: WrittenStock() for c in failed}, **{w.code: w.written for w in written}})
+        _record_input_stats(layout, plans, notes)
         record_input_problems(
             layout,
             bucket,
@@ -425,6 +490,20 @@ def write_bucket(
         for path in work.glob(f"*{intermediates.FRAMES_SUFFIX}"):
             path.unlink(missing_ok=True)
     return report
+
+
+def _record_input_stats(layout: StoreLayout, plans: Mapping[str, StockPlan], notes: dict) -> None:
+    """Record the input stat of each unchanged stock whose record lacks it (a store written before
+    stats were recorded, or a file touched but not changed), so the next run costs it a `stat`
+    instead of a hash; only `_stock.json` is rewritten, atomically."""
+    stats, fingerprints = notes.get("input_stats", {}), notes.get("fingerprints", {})
+    for code, plan in plans.items():
+        stat = stats.get(code)
+        if plan.mode != "skip" or stat is None:
+            continue
+        meta = read_stock_meta(layout, code)
+        if meta is not None and meta.get("input_stat") != stat and meta.get("input_fingerprint") == fingerprints[code]:
+            update_stock(layout, code, {}, {}, {"input_stat": stat}, meta)
 
 
 def _replan_written_meanwhile(

@@ -106,18 +106,41 @@ def file_fingerprint(path: Path) -> str:
     """
     key = str(path)
     stat = os.stat(key)
-    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     known = _hashed.get(key)
-    if known is not None and known[0] == signature:
+    if known is not None and known[0] == _signature(stat):
         return known[1]
-    digest = hashlib.sha1()
+    return read_input(path)[0]
+
+
+def file_stat(path: Path) -> list[int] | None:
+    """The file's size and modification time, which a stock records at commit to vouch for its input
+    unread next time; None when the file was modified too recently for its stat to vouch for anything."""
+    stat = os.stat(path)
+    return None if time.time_ns() - stat.st_mtime_ns <= RACY_NS else [stat.st_size, stat.st_mtime_ns]
+
+
+def read_input(path: Path) -> tuple[str, bytes]:
+    """The file's content hash and its bytes, from one read: a changed file is hashed and parsed
+    (`read_stock(..., content=)`) from the same bytes, so a run reads it once."""
+    key = str(path)
+    stat = os.stat(key)
     with open(key, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    fingerprint = digest.hexdigest()
+        content = handle.read()
+    fingerprint = hashlib.sha1(content).hexdigest()
     if time.time_ns() - stat.st_mtime_ns > RACY_NS:
-        _hashed[key] = (signature, fingerprint)
-    return fingerprint
+        _hashed[key] = (_signature(stat), fingerprint)
+    return fingerprint, content
+
+
+def known_fingerprint(path: Path, fingerprint: str) -> None:
+    """Record that `path`, as it is now, has `fingerprint` (vouched for by its recorded stat), so
+    later steps of this process that ask `file_fingerprint` pay a `stat` too."""
+    key = str(path)
+    _hashed[key] = (_signature(os.stat(key)), fingerprint)
+
+
+def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
@@ -256,15 +279,18 @@ again however quickly it was rewritten. Consumers read uncached, as any fresh pr
 _cache: OrderedDict[tuple[str, str], StockInput] = OrderedDict()
 
 
-def read_stock_cached(path: Path, code: str, fingerprint: str | None = None) -> StockInput:
+def read_stock_cached(
+    path: Path, code: str, fingerprint: str | None = None, content: bytes | None = None
+) -> StockInput:
     """`read_stock` through the bucket run's cache (a copy the caller owns); `fingerprint` is the
-    file's `file_fingerprint` when the caller has just computed it."""
+    file's `file_fingerprint` when the caller has just computed it, `content` the bytes it was
+    computed from (parsed instead of reading the file again)."""
     try:
         key = (code, fingerprint or file_fingerprint(path))
     except OSError:
-        return read_stock(path, code)
+        return read_stock(path, code, content)
     if key not in _cache:
-        _cache[key] = read_stock(path, code)
+        _cache[key] = read_stock(path, code, content)
         if len(_cache) > CACHED_STOCKS:
             _cache.popitem(last=False)
     _cache.move_to_end(key)
@@ -274,13 +300,14 @@ def read_stock_cached(path: Path, code: str, fingerprint: str | None = None) -> 
     )
 
 
-def read_stock(path: Path, code: str) -> StockInput:
-    """Read and clean one stock file by the rules in this module's docstring.
+def read_stock(path: Path, code: str, content: bytes | None = None) -> StockInput:
+    """Read and clean one stock file by the rules in this module's docstring (from `content`, the
+    file's bytes, when the caller has read them).
 
     The rules run on numpy arrays: a bucket run reads thousands of files, and the same rules in
     pandas cost three times the parquet read itself.
     """
-    raw = _load(path, code)
+    raw = _load(path, code, content)
     quality: Counter = Counter()
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
@@ -361,10 +388,11 @@ def _nearest_valid(values: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _load(path: Path, code: str) -> pd.DataFrame:
+def _load(path: Path, code: str, content: bytes | None = None) -> pd.DataFrame:
     """The raw frame indexed by its `date` (a column or the index)."""
     try:
-        raw = pq.read_table(path).to_pandas()  # what pd.read_parquet does, without its dispatch
+        source = path if content is None else pa.BufferReader(content)
+        raw = pq.read_table(source).to_pandas()  # what pd.read_parquet does, without its dispatch
     except Exception as exc:
         raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
     if "date" in raw.columns:
