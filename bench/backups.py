@@ -28,8 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from precompute_assets.build import pipeline  # noqa: E402
-from precompute_assets.build.buckets import bucket_keys  # noqa: E402
-from precompute_assets.indicators.registry import FAMILIES  # noqa: E402
 from precompute_assets.input.synthetic import generate_market  # noqa: E402
 from precompute_assets.operations.backup import create_backup, list_backups  # noqa: E402
 from precompute_assets.operations.config import OperationsConfig  # noqa: E402
@@ -52,13 +50,7 @@ def cut_market(source: Path, target: Path, drop: int) -> None:
 
 def run_pipeline(settings: Settings) -> float:
     started = time.perf_counter()
-    pipeline.build_calendar(settings)
-    for bucket in bucket_keys(settings.batches):
-        pipeline.build_bars(settings, bucket)
-        for family in FAMILIES:
-            pipeline.build_family(settings, bucket, family)
-        pipeline.write_bucket(settings, bucket, FAMILIES)
-    pipeline.build_manifest(settings)
+    pipeline.build_in_process(settings)
     return time.perf_counter() - started
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import pandas as pd
 
 from precompute_assets.build import pipeline
-from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.consumers import (
     STRATEGIES,
     load_multiple_stocks_with_indicators,
@@ -36,7 +35,6 @@ from precompute_assets.consumers import (
     trading_calendar,
 )
 from precompute_assets.consumers.strategies import MultiFactor
-from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.input.parquet import scan_folder
 from precompute_assets.settings import Settings
 
@@ -59,13 +57,7 @@ def build_store(root: Path, stocks: int) -> Settings:
         shutil.copy(path, parquet / path.name)
     settings = Settings(parquet_data_path=parquet, qlib_data_path=root / "qlib_data", batches=4)
     started = time.perf_counter()
-    pipeline.build_calendar(settings)
-    for bucket in bucket_keys(settings.batches):
-        pipeline.build_bars(settings, bucket)
-        for family in FAMILIES:
-            pipeline.build_family(settings, bucket, family)
-        pipeline.write_bucket(settings, bucket, FAMILIES)
-    pipeline.build_manifest(settings)
+    pipeline.build_in_process(settings)
     print(f"built a store of {stocks} stocks in {time.perf_counter() - started:.1f} s at {settings.qlib_data_path}")
     return settings
 

@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 from precompute_assets.build import intermediates, pipeline  # noqa: E402
 from precompute_assets.build.buckets import bucket_keys  # noqa: E402
 from precompute_assets.build.written import read_written  # noqa: E402
-from precompute_assets.indicators.registry import FAMILIES  # noqa: E402
 from precompute_assets.settings import Settings  # noqa: E402
 from precompute_assets.validation.completeness import validate_completeness  # noqa: E402
 from precompute_assets.validation.consistency import validate_consistency  # noqa: E402
@@ -40,16 +39,6 @@ VALIDATIONS = {
     "consistency": validate_consistency,
     "integrity": validate_integrity,
 }
-
-
-def run(settings: Settings) -> None:
-    pipeline.build_calendar(settings)
-    for bucket in bucket_keys(settings.batches):
-        pipeline.build_bars(settings, bucket)
-        for family in FAMILIES:
-            pipeline.build_family(settings, bucket, family)
-        pipeline.write_bucket(settings, bucket, FAMILIES)
-    pipeline.build_manifest(settings)
 
 
 def main() -> None:
@@ -66,10 +55,10 @@ def main() -> None:
         for code, frame in frames.items():
             frame.iloc[:-1].to_parquet(parquet / f"{code}.parquet")
         settings = Settings(parquet, work / "qlib_data", args.batches)
-        run(settings)
+        pipeline.build_in_process(settings)
         for code, frame in frames.items():
             frame.to_parquet(parquet / f"{code}.parquet")
-        run(settings)
+        pipeline.build_in_process(settings)
         buckets = bucket_keys(settings.batches)
         records = {b: read_written(intermediates.bucket_dir(settings.work_path, b)) for b in buckets}
         print(f"{len(codes)} stocks, {args.batches} buckets, one new day")

@@ -36,18 +36,10 @@ SAMPLE = ROOT / "data" / "parquet" / "stock_data"
 def empty_store(store: Path, parquet: Path) -> None:
     """A store current for an empty input, so that the sensor's first tick finds nothing to do."""
     from precompute_assets.build import pipeline
-    from precompute_assets.build.buckets import bucket_keys
-    from precompute_assets.indicators.registry import FAMILIES
     from precompute_assets.settings import Settings
 
     settings = Settings(parquet_data_path=parquet, qlib_data_path=store, batches=BATCHES)
-    pipeline.build_calendar(settings)
-    for bucket in bucket_keys(BATCHES):
-        pipeline.build_bars(settings, bucket)
-        for family in FAMILIES:
-            pipeline.build_family(settings, bucket, family)
-        pipeline.write_bucket(settings, bucket, FAMILIES)
-    pipeline.build_manifest(settings)
+    pipeline.build_in_process(settings)
 
 
 def time_make_run(source: Path, work: Path) -> dict:

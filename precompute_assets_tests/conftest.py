@@ -38,18 +38,8 @@ def copy_inputs(codes: Iterable[str], folder: Path) -> Path:
 def run_pipeline(settings, buckets: Iterable[str] | None = None) -> dict[str, dict]:
     """Every step of the graph with the core pipeline (no Dagster), in order; the store step's reports."""
     from precompute_assets.build import pipeline
-    from precompute_assets.build.buckets import bucket_keys
-    from precompute_assets.indicators.registry import FAMILIES
 
-    pipeline.build_calendar(settings)
-    reports = {}
-    for bucket in buckets if buckets is not None else bucket_keys(settings.batches):
-        pipeline.build_bars(settings, bucket)
-        for family in FAMILIES:
-            pipeline.build_family(settings, bucket, family)
-        reports[bucket] = pipeline.write_bucket(settings, bucket, FAMILIES).metadata
-    pipeline.build_manifest(settings)
-    return reports
+    return pipeline.build_in_process(settings, buckets)
 
 
 def build_store(parquet: Path, store: Path, batches: int = 4):

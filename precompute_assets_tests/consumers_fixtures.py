@@ -15,8 +15,6 @@ import pandas as pd
 import pytest
 
 from precompute_assets.build import pipeline
-from precompute_assets.build.buckets import bucket_keys
-from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.settings import Settings
 
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
@@ -45,13 +43,7 @@ def write_inputs(folder: Path, codes: Iterable[str] = CODES, last: str = LAST) -
 def build(parquet: Path, store: Path, batches: int = 2) -> Settings:
     """What every bucket run does, in order, over the whole input."""
     settings = Settings(parquet_data_path=parquet, qlib_data_path=store, batches=batches)
-    pipeline.build_calendar(settings)
-    for bucket in bucket_keys(batches):
-        pipeline.build_bars(settings, bucket)
-        for family in FAMILIES:
-            pipeline.build_family(settings, bucket, family)
-        pipeline.write_bucket(settings, bucket, FAMILIES)
-    pipeline.build_manifest(settings)
+    pipeline.build_in_process(settings)
     return settings
 
 

@@ -20,7 +20,6 @@ from conftest import CSI300, REFDATA, copy_inputs, require_refdata
 from test_incremental import assert_within_one_ulp, write_cut
 
 from precompute_assets.build import intermediates, pipeline
-from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.consumers import load_stock_data_with_indicators
 from precompute_assets.consumers.qlib_session import init_store_qlib, kept_qlib_config
 from precompute_assets.indicators.catalog import load_registry
@@ -89,13 +88,7 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
 
 def build(settings: Settings) -> None:
     """The store step's inputs for both families, then the store and the manifest (no Qlib families)."""
-    pipeline.build_calendar(settings)
-    for bucket in bucket_keys(settings.batches):
-        pipeline.build_bars(settings, bucket)
-        for family in FAMILIES:
-            pipeline.build_family(settings, bucket, family)
-        pipeline.write_bucket(settings, bucket, FAMILIES)
-    pipeline.build_manifest(settings)
+    pipeline.build_in_process(settings, families=FAMILIES)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ import pandas as pd
 from precompute_assets.build import intermediates
 from precompute_assets.build.bucket_state import clear_repairs, marked_for_repair, record_bucket, record_input_problems
 from precompute_assets.build.bucket_writer import StockWrite, write_stock
-from precompute_assets.build.buckets import codes_in_bucket
+from precompute_assets.build.buckets import bucket_keys, codes_in_bucket
 from precompute_assets.build.family_update import compute_family_update, tail_start
 from precompute_assets.build.manifest import write_manifest
 from precompute_assets.build.progress import Log, Progress, no_log, stock_line
@@ -29,7 +29,7 @@ from precompute_assets.build.written import WrittenStock, record_written
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.families.base import valid_rows
 from precompute_assets.indicators.history import history_need
-from precompute_assets.indicators.registry import Registry
+from precompute_assets.indicators.registry import FAMILIES, Registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.input.bars import BucketBars, load_bars, scan_calendar
 from precompute_assets.input.parquet import (
@@ -615,3 +615,19 @@ def _nan_shares(bars: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame]) 
 def _mean_share(shares: dict[str, dict[str, float]], stocks: int, columns: int) -> float | None:
     cells = stocks * columns
     return round(sum(sum(s.values()) for s in shares.values()) / cells, 4) if cells else None
+
+
+def build_in_process(
+    settings: Settings, buckets: Iterable[str] | None = None, families: Sequence[str] = FAMILIES
+) -> dict[str, dict]:
+    """Every step of a build in this process, in the graph's order and without Dagster (benchmarks,
+    tests); returns each bucket's store-step metadata."""
+    build_calendar(settings)
+    reports = {}
+    for bucket in buckets if buckets is not None else bucket_keys(settings.batches):
+        build_bars(settings, bucket)
+        for family in families:
+            build_family(settings, bucket, family)
+        reports[bucket] = write_bucket(settings, bucket, families).metadata
+    build_manifest(settings)
+    return reports
