@@ -1,6 +1,7 @@
 """StoreHandler benchmark: its load against Qlib's Alpha158 load and one wide Parquet read, and its peak memory.
 
     .venv/bin/python bench/store_handler.py --store DIR [--input DIR] [--start 2016-01-01] [--end 2026-12-31]
+    .venv/bin/python bench/store_handler.py --store DIR --full-market   # one load: time and peak RSS only
 
 On the same stocks (every stock of the store) and dates it prints, in one run:
 - `StoreHandler`'s load (`StoreDataLoader.load`: the frame `DataHandlerLP` keeps, before Qlib's
@@ -9,6 +10,9 @@ On the same stocks (every stock of the store) and dates it prints, in one run:
 - one `pd.read_parquet` of a wide Parquet file holding the same frame;
 - the load's peak traced memory (tracemalloc, a separate run) against the final frame's size.
 Each time is the best of a few runs; ratios are measured in this run. No assertions: it reports.
+`--full-market` loads the 158 alpha columns once and reports the time and the process's peak resident
+memory above what it held before the load, against the final frame (Parquet and Alpha158 need more
+memory than the machine has at that size).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -62,6 +67,35 @@ def traced_peak(fn: Callable[[], pd.DataFrame]) -> tuple[int, int]:
     return peak, frame_bytes(frame)
 
 
+def rss_bytes() -> int:
+    """The process's resident memory now (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+
+def report_full_market(loader: StoreDataLoader, window: tuple, out: Path, results: dict) -> None:
+    """One load: its time and the peak resident memory it added, against the frame it returns."""
+    gc.collect()
+    before = rss_bytes()
+    started = time.perf_counter()
+    frame = loader.load(*window)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    final = frame_bytes(frame)
+    rows, columns = frame.shape
+    print(f"{len(window[0])} stocks, {rows} rows x {columns} columns ({final / 2**20:.0f} MiB)")
+    print(f"  StoreHandler load, 158 alpha columns + label {seconds:8.2f} s")
+    added = f"{peak / 2**20:.0f} MiB: {peak / final:.2f}x the frame"
+    print(f"  peak resident memory added by the load {added} (target <= 1.5x)")
+    results.update(
+        shape={"stocks": len(window[0]), "rows": rows, "columns": columns},
+        seconds={"store_handler_alpha158_columns": seconds},
+        peak_memory={"peak_rss_added_mib": peak / 2**20, "frame_mib": final / 2**20, "ratio": peak / final},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"JSON: {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True)
@@ -70,6 +104,7 @@ def main() -> None:
     parser.add_argument("--end", default=None)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-alpha158", action="store_true", help="full market: Alpha158 needs > 32 GB there")
+    parser.add_argument("--full-market", action="store_true", help="one load: time and peak RSS only")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "store_handler.json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -84,6 +119,9 @@ def main() -> None:
         codes = D.list_instruments(D.instruments("all"), args.start, args.end, as_list=True)
         window = (codes, args.start, args.end)
         ours = StoreDataLoader([i.name for i in alpha], settings)
+        if args.full_market:
+            report_full_market(ours, window, args.json, results)
+            return
         wide = StoreDataLoader(every, settings)
         frame = ours.load(*window)
         rows, columns = frame.shape
