@@ -133,7 +133,14 @@ def _dates_on_calendar(layout: StoreLayout, code: str, path: Path, calendar: pd.
         stat = file_stat(path)
     except OSError:
         return False
-    return stat is not None and meta is not None and meta.get("input_stat") == stat and sits_on_calendar(meta, calendar)
+    return _stat_vouches(meta, stat) and sits_on_calendar(meta, calendar)
+
+
+def _stat_vouches(meta: dict | None, stat: list[int] | None) -> bool:
+    """Whether the input's stat is the one its stock recorded at commit with the input's hash."""
+    if stat is None or meta is None:
+        return False
+    return bool(meta.get("input_fingerprint")) and meta.get("input_stat") == stat
 
 
 def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = "") -> StepReport:
@@ -205,10 +212,9 @@ def _read_changed_inputs(layout: StoreLayout, files: Mapping[str, Path], codes: 
         path = files[code]
         stat = file_stat(path)
         meta = read_stock_meta(layout, code)
-        recorded = None if meta is None else meta.get("input_fingerprint")
-        if stat is not None and recorded and meta.get("input_stat") == stat:
-            out.fingerprints[code] = recorded
-            known_fingerprint(path, recorded)
+        if _stat_vouches(meta, stat):
+            out.fingerprints[code] = meta["input_fingerprint"]
+            known_fingerprint(path, meta["input_fingerprint"])
         else:
             out.fingerprints[code], out.contents[code] = read_input(path)
         out.stats[code] = stat
