@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -84,6 +88,31 @@ def test_make_runs_reaper_marks_dead_runs_failed_and_tells_them_from_failed_ones
     assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED
     assert died(instance, instance.get_run_by_id(dead.run_id))
     assert not died(instance, instance.get_run_by_id(failed.run_id))
+
+
+def test_a_killed_worker_left_a_zombie_is_dead():
+    """A worker killed with its parent is reparented to pid 1; in a container whose pid 1 does not reap
+    (CI's), it stays a zombie, which `kill(pid, 0)` still finds."""
+    parent = subprocess.Popen(
+        ["bash", "-c", "sleep 300 & echo $!; wait"], stdout=subprocess.PIPE, start_new_session=True, text=True
+    )
+    worker = int(parent.stdout.readline())
+    os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait()
+    stopped = time.monotonic() + 10
+    while time.monotonic() < stopped and os.path.exists(f"/proc/{worker}") and _state(worker) not in ("Z", "X"):
+        time.sleep(0.05)
+    instance = DagsterInstance.ephemeral()
+    dead = started_run(instance, f"{socket.gethostname()}:{worker}:{process_start(worker) or '1'}")
+    assert [run_id for run_id, _ in mark_dead_runs(instance)] == [dead.run_id]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
 
 
 def tick(instance, resources, cursor):

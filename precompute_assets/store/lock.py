@@ -242,14 +242,28 @@ def store_lock(root: Path, *, purpose: str, stale_after: float = STALE_AFTER) ->
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (one of another user's counts)."""
+    """Whether a process with this pid runs on this host (one of another user's counts).
+
+    A zombie does not count: a killed worker whose parent died too is reparented to pid 1, and where
+    pid 1 is not an init that reaps (a container's entry process), it stays a zombie for ever.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        return not _zombie(pid)
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether the process has exited and waits to be reaped (state Z or X in /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 def _now() -> str:
