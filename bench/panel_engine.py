@@ -145,8 +145,9 @@ def _memory_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def run_tail_step(step: str, family: str, bars_path: Path) -> dict[str, float]:
-    """One engine's one-day tail of one family on the pickled update bars: seconds and memory."""
+def run_tail_step(step: str, family: str, bars_path: Path, repeat: int) -> dict[str, object]:
+    """One engine's one-day tail of one family on the pickled update bars, `repeat` times: wall and
+    CPU seconds of each run (the first is cold, as a daily update's step is), and memory."""
     from precompute_assets.build.family_update import tail_start
     from precompute_assets.indicators.catalog import load_registry
     from precompute_assets.indicators.expressions import panel_engine, qlib_engine
@@ -157,57 +158,77 @@ def run_tail_step(step: str, family: str, bars_path: Path) -> dict[str, float]:
     last = calendar[-1]
     exprs = expressions(family)
     new_from = {c: last for c in bars}
-    if step == "panel_tail":  # compile (or load the cached) kernels outside the timing
-        few = dict(list(bars.items())[:2])
-        panel_engine.evaluate_tails(family, few, calendar, {c: last for c in few}, exprs)
     need = max(history_need(i) for i in load_registry().all(family))
+    few = dict(list(bars.items())[:2])  # numba's kernels and Qlib's set-up are outside the timing
+    if step == "panel_tail":
+        panel_engine.evaluate_tails(family, few, calendar, {c: last for c in few}, exprs)
+    else:
+        qlib_engine.evaluate_expressions(family, {c: b.iloc[-need:] for c, b in few.items()}, calendar, exprs)
     gc.collect()
     before = _memory_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark: the step's own peak
-    started = time.perf_counter()
-    if step == "panel_tail":
-        result = panel_engine.evaluate_tails(family, bars, calendar, new_from, exprs)
-    else:  # what the update step hands today's engine: each stock cut to the family's history need
-        tails = {c: b.iloc[tail_start(b, last, need) :] for c, b in bars.items()}
-        result = qlib_engine.evaluate_expressions(family, tails, calendar, exprs)
-    seconds = time.perf_counter() - started
+    wall, cpu = [], []
+    for _ in range(repeat):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if step == "panel_tail":
+            result = panel_engine.evaluate_tails(family, bars, calendar, new_from, exprs)
+        else:  # what the update step hands today's engine: each stock cut to the family's history need
+            tails = {c: b.iloc[tail_start(b, last, need) :] for c, b in bars.items()}
+            result = qlib_engine.evaluate_expressions(family, tails, calendar, exprs)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+        assert len(result.frames) == len(bars) and not result.errors, result.errors[:3]
+        del result
     peak = _memory_kb("VmHWM")
-    assert len(result.frames) == len(bars) and not result.errors, result.errors[:3]
     return {
         "stock_days": len(bars),
-        "seconds": seconds,
+        "seconds": wall[0],
+        "cpu_seconds": cpu[0],
+        "best_seconds": min(wall),
+        "best_cpu_seconds": min(cpu),
+        "runs_seconds": wall,
+        "runs_cpu_seconds": cpu,
         "peak_rss_mb": peak / 1024,
         "rss_before_mb": before / 1024,
         "rise_mb": (peak - before) / 1024,
     }
 
 
-def measure_tails(bars_path: Path) -> dict[str, dict[str, dict[str, float]]]:
+def measure_tails(bars_path: Path, repeat: int) -> dict[str, dict[str, dict[str, object]]]:
     """Each tail step of each family in its own process, one after the other."""
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, object]]] = {}
     for step in TAIL_STEPS:
         for family in FAMILIES:
             command = [sys.executable, __file__, "--step", step, "--family", family, "--bars", str(bars_path)]
+            command += ["--repeat", str(repeat)]
             done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, check=True)
             results.setdefault(step, {})[family] = json.loads(done.stdout.strip().splitlines()[-1])
     return results
 
 
-def tails_report(results: dict[str, dict[str, dict[str, float]]], header: str) -> tuple[list[str], dict[str, float]]:
-    lines = [header, f"{'step':<12}{'family':<12}{'seconds':>10}{'stock-days/s':>16}{'peak RSS MB':>14}{'rise MB':>10}"]
+TIMES = {"first": "seconds", "first CPU": "cpu_seconds", "best": "best_seconds", "best CPU": "best_cpu_seconds"}
+"""The timings reported: the first (cold) run and the best of the repeats, wall and CPU seconds."""
+
+
+def tails_report(results: dict[str, dict[str, dict[str, object]]], header: str) -> tuple[list[str], dict[str, float]]:
+    heads = "".join(f"{name + ' s':>13}" for name in TIMES)
+    lines = [header, f"{'step':<12}{'family':<12}{heads}{'stock-days/s':>14}{'peak RSS MB':>13}{'rise MB':>9}"]
     for step, by_family in results.items():
         for family, found in by_family.items():
+            times = "".join(f"{found[key]:>13.2f}" for key in TIMES.values())
             rate = found["stock_days"] / found["seconds"]
             lines.append(
-                f"{step:<12}{family:<12}{found['seconds']:>10.2f}{rate:>16,.0f}"
-                f"{found['peak_rss_mb']:>14.0f}{found['rise_mb']:>10.0f}"
+                f"{step:<12}{family:<12}{times}{rate:>14,.0f}{found['peak_rss_mb']:>13.0f}{found['rise_mb']:>9.0f}"
             )
-    lines.append("ratios (same run; >1 means the panel is faster)")
+    lines.append("ratios today / panel (same run; >1 means the panel is faster)")
     ratios = {}
     for family in FAMILIES:
-        ratio = results["today_tail"][family]["seconds"] / results["panel_tail"][family]["seconds"]
-        ratios[f"{family} tail: panel vs today"] = ratio
-        lines.append(f"  {family:<11}tail  panel / today     {ratio:>8.1f}x")
+        parts = []
+        for name, key in TIMES.items():
+            ratio = results["today_tail"][family][key] / results["panel_tail"][family][key]
+            ratios[f"{family} tail: panel vs today, {name}"] = ratio
+            parts.append(f"{name} {ratio:.1f}x")
+        lines.append(f"  {family:<11}" + ", ".join(parts))
     return lines, ratios
 
 
@@ -232,6 +253,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--input", type=Path, default=None, help="an input folder to use instead of a generated one")
     parser.add_argument("--tails-only", action="store_true", help="one-day tails only: the panel vs today's engine")
+    parser.add_argument("--repeat", type=int, default=3, help="--tails-only: runs of each step (first and best kept)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--family", choices=FAMILIES, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -239,7 +261,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.step and args.bars:
-        print(json.dumps(run_tail_step(args.step, args.family, args.bars)))
+        print(json.dumps(run_tail_step(args.step, args.family, args.bars, args.repeat)))
         return
     if args.step:
         print(json.dumps(run_step(args.step, args.data)))
@@ -301,7 +323,7 @@ def tails_only(args: argparse.Namespace) -> None:
             )
         bars_path = Path(tmp) / "update_bars.pkl"
         write_update_bars(folder, bars_path)
-        results = measure_tails(bars_path)
+        results = measure_tails(bars_path, args.repeat)
     stocks = results["panel_tail"][FAMILIES[0]]["stock_days"]
     source = f"input {args.input}" if args.input else f"synthetic seed {args.seed}, {args.years} years"
     header = f"One-day tails of the Qlib families, {stocks:.0f} stocks ({source}); {load_line} at the start"

@@ -406,13 +406,3 @@ def qlib_regression(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, window: int, 
                 interp = y_mean - slope * x_mean
                 out[r, s] = val - (slope * window + interp)
     return out
-
-
-@numba.jit(**_JIT)
-def shift(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
-    """pandas `shift(n)` within each column's rows: the value n rows earlier, NaN before the start."""
-    out = _nan_panel(x.shape)
-    for s in range(x.shape[1]):
-        for r in range(lo[s] + n, hi[s]):
-            out[r, s] = x[r - n, s]
-    return out
