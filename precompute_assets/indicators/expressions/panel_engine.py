@@ -227,10 +227,11 @@ class _Evaluator:
         fixed = isinstance(n, int) and not isinstance(n, bool) and n > 0
         rows_in = min(rows + _lookback(node, self.panel.rows), self.panel.rows)
         with np.errstate(all="ignore"):  # x / 0 and log(0) give Qlib's inf and NaN, quietly
-            return self._compute_node(node, n, fixed, rows_in)[-rows:]
+            return self._compute_node(node, n, fixed, rows_in, rows_in - rows)[-rows:]
 
-    def _compute_node(self, node: object, n: object, fixed: bool, rows: int) -> np.ndarray:
-        """The node on the panel's last `rows` rows (its inputs on the same rows)."""
+    def _compute_node(self, node: object, n: object, fixed: bool, rows: int, skip: int) -> np.ndarray:
+        """The node on the panel's last `rows` rows (its inputs on the same rows), of which the first
+        `skip` are read by no consumer (only windows over them are)."""
         from qlib.data import ops
 
         if isinstance(node, ops.Sign):
@@ -251,7 +252,7 @@ class _Evaluator:
                 return self._corr(left, right, n, rows)
             return self._per_stock(node, {"feature_left": left, "feature_right": right}, rows)
         if fixed and type(node).__name__ in _ROLLING:
-            return self._rolling(node, self._operand(node, "feature", rows), n, rows)
+            return self._rolling(node, self._operand(node, "feature", rows), n, rows, skip)
         inputs = {k: self.value(c)[-rows:] for k, c in _children(node).items()}
         return self._per_stock(node, inputs, rows)
 
@@ -268,11 +269,11 @@ class _Evaluator:
         moved[np.arange(rows)[:, None] < (lo + n)[None, :]] = np.nan
         return moved if isinstance(node, ops.Ref) else x - moved
 
-    def _rolling(self, node: object, x: np.ndarray, n: int, rows: int) -> np.ndarray:
+    def _rolling(self, node: object, x: np.ndarray, n: int, rows: int, skip: int) -> np.ndarray:
         lo, hi = self.bounds(rows)
         name = type(node).__name__
         if name == "Count":
-            return pk.roll_count(_prep(np.where(pd.isna(x), np.nan, 0.0)), lo, hi, n)
+            return pk.roll_count(_prep(np.where(pd.isna(x), np.nan, 0.0)), lo, hi, n, skip)
         if name in ("Slope", "Rsquare", "Resi"):
             kind = ("Slope", "Rsquare", "Resi").index(name)
             out = pk.qlib_regression(np.asfortranarray(x, dtype=np.float64), lo, hi, n, kind)
@@ -289,12 +290,12 @@ class _Evaluator:
         if name == "Var":
             return pk.roll_var(v, lo, hi, n, 1, 1)
         if name in ("Max", "Min"):
-            return pk.roll_extreme(v, lo, hi, n, 1, name == "Max")
+            return pk.roll_extreme(v, lo, hi, n, 1, name == "Max", skip)
         if name == "Quantile":
             return pk.roll_quantile(v, lo, hi, n, 1, float(node.qscore))
         if name == "Rank":
-            return pk.roll_rank_pct(v, lo, hi, n, 1)
-        return pk.roll_arg_extreme(v, lo, hi, n, name == "IdxMax")
+            return pk.roll_rank_pct(v, lo, hi, n, 1, skip)
+        return pk.roll_arg_extreme(v, lo, hi, n, name == "IdxMax", skip)
 
     def _corr(self, left: np.ndarray, right: np.ndarray, n: int, rows: int) -> np.ndarray:
         """pandas `rolling(n, min_periods=1).corr(other)` (prep_binary's joint NaN mask, then its
@@ -379,10 +380,9 @@ _SOURCES = ("open", "high", "low", "close", "volume", "factor", "amount")
 """The input columns the base fields are made of (`amount` optional)."""
 
 
-def _base_panel(bars: list[pd.DataFrame], first: np.ndarray) -> _Panel:
-    """`base_fields` of each stock's bars from its row `first[s]` on, computed for the batch at once
-    (the same float64 operations, then float32) and laid out as a panel."""
-    lengths = np.array([len(b) for b in bars], dtype=np.int64) - first
+def _base_panel(bars: list[pd.DataFrame], first: np.ndarray, lengths: np.ndarray) -> _Panel:
+    """`base_fields` of each stock's bars from its row `first[s]` on (`lengths[s]` rows), computed for
+    the batch at once (the same float64 operations, then float32) and laid out as a panel."""
     rows = int(lengths.max())
     raw = np.full((len(_SOURCES), len(bars), rows), np.nan)  # raw[f].T: a (rows, stocks) Fortran panel
     places: dict[tuple[object, ...], tuple[list[int], list[int]]] = {}
@@ -433,15 +433,17 @@ CELLS_PER_PANEL = 256 * 2_500
 (256 stocks of ten years, or every stock of a daily update's tails at once)."""
 
 
-def _evaluate_batch(trees: list[object], bars: list[pd.DataFrame], first: np.ndarray, out_rows: np.ndarray):
-    """Each stock's last `out_rows[s]` rows of every tree, evaluated from its bars' row `first[s]` on:
-    a list, in `bars`' order, of float32 (rows, trees) views into one block per panel.
+def _evaluate_batch(
+    trees: list[object], bars: list[pd.DataFrame], first: np.ndarray, lengths: np.ndarray, out_rows: np.ndarray
+) -> list[np.ndarray]:
+    """Each stock's last `out_rows[s]` rows of every tree, evaluated from its bars' row `first[s]` on
+    (`lengths[s]` rows from there): a list, in `bars`' order, of float32 (rows, trees) views into one
+    block per panel.
 
     Stocks are put on panels by length (little padding) of at most `CELLS_PER_PANEL` cells; each tree's
     values are written into the panel's block in one step, cast to float32 with infinities as NaN,
     as `qlib_engine` stores them.
     """
-    lengths = np.array([len(b) for b in bars], dtype=np.int64) - first
     order = np.argsort(lengths, kind="stable")
     found: list[np.ndarray] = [np.empty((0, len(trees)), np.float32)] * len(bars)
     begin = 0
@@ -451,14 +453,15 @@ def _evaluate_batch(trees: list[object], bars: list[pd.DataFrame], first: np.nda
             end += 1
         chunk = order[begin:end]
         begin = end
-        panel = _base_panel([bars[s] for s in chunk], first[chunk])
+        panel = _base_panel([bars[s] for s in chunk], first[chunk], lengths[chunk])
         rows = int(out_rows[chunk].max())
         block = np.empty((len(trees), len(chunk), rows), np.float32)  # block[t].T: a tree's (rows, stocks)
         evaluator = _Evaluator(panel, trees, rows)
         for t, tree in enumerate(trees):
             target = block[t]
             with np.errstate(over="ignore", invalid="ignore"):
-                np.copyto(target, evaluator.value(tree).T, casting="unsafe")
+                # [-rows:]: a root that is also another tree's subexpression holds the rows that one reads
+                np.copyto(target, evaluator.value(tree)[-rows:].T, casting="unsafe")
             target[np.isinf(target)] = np.nan
         for place, s in enumerate(chunk):
             found[s] = block[:, place, rows - out_rows[s] :].T
@@ -529,7 +532,8 @@ def evaluate_on_panel(
     bars = list(bars_by_code.values())
     trees = [parse_expression(e) for e in expressions.values()]
     lengths = np.array([len(b) for b in bars], dtype=np.int64)
-    return dict(zip(bars_by_code, _evaluate_batch(trees, bars, np.zeros_like(lengths), lengths), strict=True))
+    values = _evaluate_batch(trees, bars, np.zeros_like(lengths), lengths, lengths)
+    return dict(zip(bars_by_code, values, strict=True))
 
 
 @functools.cache
@@ -601,7 +605,7 @@ def evaluate_tails(
     read (its window, nested windows added up), once for all the expressions that share it. Equal to
     a full-history evaluation within float rounding (the online sums start later).
     """
-    codes = [c for c in new_from if c in bars_by_code and not bars_by_code[c].empty]
+    codes = [c for c in new_from if c in bars_by_code and len(bars_by_code[c].index)]
     first_new = {c: _row_of(bars_by_code[c].index, new_from[c]) for c in codes}
     return _evaluate_rows(family, {c: bars_by_code[c] for c in codes}, calendar, expressions, first_new)
 
@@ -620,7 +624,8 @@ def _evaluate_rows(
     names = list(expressions)
     columns = pd.Index(names)
     result = FamilyResult()
-    codes = [c for c, bars in bars_by_code.items() if not bars.empty]
+    length = {c: len(bars.index) for c, bars in bars_by_code.items()}
+    codes = [c for c in bars_by_code if length[c]]
     start = {c: (first_new or {}).get(c, 0) for c in codes}
     panel_exprs, qlib_exprs = split_supported(expressions)
     reach = max((expression_history(e) for e in panel_exprs.values()), default=1)
@@ -630,7 +635,7 @@ def _evaluate_rows(
     panel_codes, other_codes, first = [], [], []
     for code in codes:
         bars = bars_by_code[code]
-        if start[code] >= len(bars):
+        if start[code] >= length[code]:
             continue
         cut = max(0, start[code] - reach + 1) if first_new is not None else 0  # nothing reads further back
         at = places.start(bars.index, cut)
@@ -639,12 +644,13 @@ def _evaluate_rows(
             continue
         panel_codes.append(code)
         first.append(cut)
-        dates[code] = places.dates(at + start[code] - cut, at + len(bars) - cut, bars.index.name)
+        dates[code] = places.dates(at + start[code] - cut, at + length[code] - cut, bars.index.name)
     if panel_codes and panel_exprs:
         trees = [parse_expression(e) for e in panel_exprs.values()]
-        bars = [bars_by_code[c] for c in panel_codes]
-        new_rows = np.array([len(b) - start[c] for c, b in zip(panel_codes, bars, strict=True)], dtype=np.int64)
-        values = _evaluate_batch(trees, bars, np.array(first, dtype=np.int64), new_rows)
+        cuts = np.array(first, dtype=np.int64)
+        lengths = np.array([length[c] for c in panel_codes], dtype=np.int64) - cuts
+        new_rows = np.array([length[c] - start[c] for c in panel_codes], dtype=np.int64)
+        values = _evaluate_batch(trees, [bars_by_code[c] for c in panel_codes], cuts, lengths, new_rows)
         if not qlib_exprs:
             out = dict(zip(panel_codes, values, strict=True))
         else:
@@ -654,7 +660,7 @@ def _evaluate_rows(
                 out[code][:, at] = found
     for code in codes:
         if code not in out:
-            out[code] = np.full((len(bars_by_code[code]) - start[code], len(names)), np.nan, np.float32, order="F")
+            out[code] = np.full((length[code] - start[code], len(names)), np.nan, np.float32, order="F")
     qlib_work = [(qlib_exprs, panel_codes), (dict(expressions), other_codes)]
     for chosen, chosen_codes in qlib_work:
         for need, group in _qlib_groups(chosen, first_new is not None).items():

@@ -227,13 +227,16 @@ def roll_var(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, d
 
 
 @numba.jit(**_JIT)
-def roll_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, largest: bool) -> np.ndarray:
+def roll_extreme(
+    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, largest: bool, first: int
+) -> np.ndarray:
     """pandas `roll_max`/`roll_min`: the extreme of the window's non-NaN values (of equal ones the
-    latest, as pandas' deque keeps it), NaN below `minp` values."""
+    latest, as pandas' deque keeps it), NaN below `minp` values; rows from `first` on (each row's
+    window is scanned on its own)."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             nobs = 0
             best = np.nan
             for j in range(max(0, i - n + 1), i + 1):
@@ -289,13 +292,14 @@ def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: i
 
 
 @numba.jit(**_JIT)
-def roll_rank_pct(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int) -> np.ndarray:
+def roll_rank_pct(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, first: int) -> np.ndarray:
     """pandas `roll_rank(percentile=True, method="average")`: the average rank of the row's own value
-    among the window's non-NaN values, over their count; NaN where the row's value is NaN."""
+    among the window's non-NaN values, over their count; NaN where the row's value is NaN; rows from
+    `first` on."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             val = x[a + i, s]
             nobs = below = equal = 0
             for j in range(max(0, i - n + 1), i + 1):
@@ -316,12 +320,13 @@ def roll_rank_pct(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: i
 
 
 @numba.jit(**_JIT)
-def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
-    """pandas `rolling.count()` with min_periods=1: the window's non-NaN values (infinities count)."""
+def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, first: int) -> np.ndarray:
+    """pandas `rolling.count()` with min_periods=1: the window's non-NaN values (infinities count);
+    rows from `first` on."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             c = 0
             for j in range(max(0, i - n + 1), i + 1):
                 if x[a + j, s] == x[a + j, s]:
@@ -331,13 +336,14 @@ def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndar
 
 
 @numba.jit(**_JIT)
-def roll_arg_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, largest: bool) -> np.ndarray:
+def roll_arg_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, largest: bool, first: int) -> np.ndarray:
     """Qlib's IdxMax/IdxMin: `rolling(N, min_periods=1).apply(lambda x: x.argmax() + 1, raw=True)`,
-    with numpy's argmax (the first NaN wins, else the first extreme) where the window has a finite value."""
+    with numpy's argmax (the first NaN wins, else the first extreme) where the window has a finite
+    value; rows from `first` on."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             st = max(0, i - n + 1)
             finite = False
             first_nan = -1
