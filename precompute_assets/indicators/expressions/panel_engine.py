@@ -12,7 +12,12 @@ bottom-up on float panels instead of per-stock pandas Series:
 - an expression with an operator the panel cannot evaluate (one that reads other instruments or
   resamples the calendar, or a user's custom operator) goes to Qlib's engine (`qlib_engine`), and the
   run logs that once per operator.
-Results are cast to float32 (as `D.features` does) with infinities stored as NaN, like `qlib_engine`.
+A batch's base fields are made from its bars as one numpy block per panel (the same float64 operations
+as `store.base_fields`, then float32, as the store holds them); the stocks' rows are laid out ending
+at the panel's last row, so a daily update's tails of every stock fit one small panel. Each node is
+evaluated once for all the expressions sharing it, on only the last rows its consumers read (the
+window extents of the operators above it). Results are cast to float32 (as `D.features` does) with
+infinities stored as NaN, like `qlib_engine`, into one block per panel that the stocks' frames view.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Each kernel is a transcription of the code Qlib 0.9.7 runs for one stock's series, applied to column
 `s` of the panel over rows `lo[s] .. hi[s] - 1` as if that were the whole series (Qlib loads a stock
-from the first row of its bin, so the online sums start there); rows outside are NaN. Sources:
+from the first row of its bin, so the online sums start there); rows outside are NaN. The kernels that
+scan each row's window on its own take a `first` row too: the rows before it, which no consumer
+reads, stay NaN. Sources:
 - pandas 2.3 `_libs/window/aggregations.pyx` (`roll_sum`, `roll_mean`, `roll_var`, `roll_max_min`,
   `roll_quantile`, `roll_rank`) with its fixed-window bounds for `rolling(N, min_periods=1)`:
   window [max(0, i - N + 1), i + 1), a full state reset whenever a window shares no row with the
