@@ -142,9 +142,9 @@ def _prep(values: np.ndarray) -> np.ndarray:
     return np.asfortranarray(out)
 
 
-def _std(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
-    """pandas `rolling(n, min_periods=1).std()`: zsqrt of roll_var."""
-    var = pk.roll_var(_prep(values), lo, hi, n, 1, 1)
+def _std(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, skip: int = 0) -> np.ndarray:
+    """pandas `rolling(n, min_periods=1).std()`: zsqrt of roll_var (its rows from `skip` on)."""
+    var = pk.roll_var(_prep(values), lo, hi, n, 1, 1)[skip:]
     with np.errstate(invalid="ignore"):
         out = np.sqrt(var)
     out[var < 0] = 0
@@ -235,8 +235,8 @@ class _Evaluator:
             return self._compute_node(node, n, fixed, rows_in, rows_in - rows)[-rows:]
 
     def _compute_node(self, node: object, n: object, fixed: bool, rows: int, skip: int) -> np.ndarray:
-        """The node on the panel's last `rows` rows (its inputs on the same rows), of which the first
-        `skip` are read by no consumer (only windows over them are)."""
+        """The node from its inputs on the panel's last `rows` rows, of which the first `skip` are read
+        by no consumer (only windows over them are): its values on the last `rows - skip` rows at least."""
         from qlib.data import ops
 
         if isinstance(node, ops.Sign):
@@ -254,7 +254,7 @@ class _Evaluator:
         if fixed and isinstance(node, ops.Corr):
             left, right = self._operand(node, "feature_left", rows), self._operand(node, "feature_right", rows)
             if isinstance(left, np.ndarray) and isinstance(right, np.ndarray):
-                return self._corr(left, right, n, rows)
+                return self._corr(left, right, n, rows, skip)
             return self._per_stock(node, {"feature_left": left, "feature_right": right}, rows)
         if fixed and type(node).__name__ in _ROLLING:
             return self._rolling(node, self._operand(node, "feature", rows), n, rows, skip)
@@ -281,9 +281,9 @@ class _Evaluator:
             return pk.roll_count(_prep(np.where(pd.isna(x), np.nan, 0.0)), lo, hi, n, skip)
         if name in ("Slope", "Rsquare", "Resi"):
             kind = ("Slope", "Rsquare", "Resi").index(name)
-            out = pk.qlib_regression(np.asfortranarray(x, dtype=np.float64), lo, hi, n, kind)
+            out = pk.qlib_regression(np.asfortranarray(x, dtype=np.float64), lo, hi, n, kind)[skip:]
             if name == "Rsquare":
-                out[np.isclose(_std(x, lo, hi, n), 0, atol=2e-05)] = np.nan
+                out[np.isclose(_std(x, lo, hi, n, skip), 0, atol=2e-05)] = np.nan
             return out
         v = _prep(x)
         if name == "Mean":
@@ -291,33 +291,35 @@ class _Evaluator:
         if name == "Sum":
             return pk.roll_sum(v, lo, hi, n, 1)
         if name == "Std":
-            return _std(x, lo, hi, n)
+            return _std(x, lo, hi, n, skip)
         if name == "Var":
             return pk.roll_var(v, lo, hi, n, 1, 1)
         if name in ("Max", "Min"):
             return pk.roll_extreme(v, lo, hi, n, 1, name == "Max", skip)
         if name == "Quantile":
-            return pk.roll_quantile(v, lo, hi, n, 1, float(node.qscore))
+            return pk.roll_quantile(v, lo, hi, n, 1, float(node.qscore), skip)
         if name == "Rank":
             return pk.roll_rank_pct(v, lo, hi, n, 1, skip)
         return pk.roll_arg_extreme(v, lo, hi, n, name == "IdxMax", skip)
 
-    def _corr(self, left: np.ndarray, right: np.ndarray, n: int, rows: int) -> np.ndarray:
+    def _corr(self, left: np.ndarray, right: np.ndarray, n: int, rows: int, skip: int) -> np.ndarray:
         """pandas `rolling(n, min_periods=1).corr(other)` (prep_binary's joint NaN mask, then its
-        means, variances and count), with Qlib's near-zero-std mask on either input."""
+        means, variances and count), with Qlib's near-zero-std mask on either input; the rolling sums
+        over all `rows`, the rest on the rows from `skip` on (the ones read)."""
         lo, hi = self.bounds(rows)
         with np.errstate(all="ignore"):
             x, y = _prep(left + 0 * right), _prep(right + 0 * left)
-            mean_xy = pk.roll_mean(np.asfortranarray(x * y), lo, hi, n, 1)
-            mean_x = pk.roll_mean(x, lo, hi, n, 1)
-            mean_y = pk.roll_mean(y, lo, hi, n, 1)
-            count = pk.roll_sum(np.asfortranarray((~np.isnan(x + y)).astype(np.float64)), lo, hi, n, 0)
-            var_x = pk.roll_var(x, lo, hi, n, 1, 1)
-            var_y = pk.roll_var(y, lo, hi, n, 1, 1)
+            mean_xy = pk.roll_mean(np.asfortranarray(x * y), lo, hi, n, 1)[skip:]
+            mean_x = pk.roll_mean(x, lo, hi, n, 1)[skip:]
+            mean_y = pk.roll_mean(y, lo, hi, n, 1)[skip:]
+            count = pk.roll_sum(np.asfortranarray((~np.isnan(x + y)).astype(np.float64)), lo, hi, n, 0)[skip:]
+            var_x = pk.roll_var(x, lo, hi, n, 1, 1)[skip:]
+            var_y = pk.roll_var(y, lo, hi, n, 1, 1)[skip:]
             numerator = (mean_xy - mean_x * mean_y) * (count / (count - 1))
             denominator = (var_x * var_y) ** 0.5
             out = numerator / denominator
-        flat = np.isclose(_std(left, lo, hi, n), 0, atol=2e-05) | np.isclose(_std(right, lo, hi, n), 0, atol=2e-05)
+        flat = np.isclose(_std(left, lo, hi, n, skip), 0, atol=2e-05)
+        flat |= np.isclose(_std(right, lo, hi, n, skip), 0, atol=2e-05)
         out[flat] = np.nan
         return out
 

@@ -253,16 +253,18 @@ def roll_extreme(
 
 
 @numba.jit(**_JIT)
-def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, q: float) -> np.ndarray:
+def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, q: float, first: int) -> np.ndarray:
     """pandas `roll_quantile`, linear interpolation, on the window's non-NaN values kept sorted (as
-    pandas' skiplist keeps them) by insertion and removal."""
+    pandas' skiplist keeps them) by insertion and removal; rows from `first` on, the window seeded
+    with the rows before it by the same insertions (equal values stay in the order they came)."""
     out = _nan_panel(x.shape)
     w = np.empty(max(n, 1), dtype=np.float64)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
         nobs = 0
-        for i in range(b - a):
-            if i - n >= 0:
+        seed = max(0, max(0, first - a) - n)
+        for i in range(seed, b - a):
+            if i - n >= seed:
                 old = x[a + i - n, s]
                 if old == old:
                     k = 0
@@ -279,7 +281,7 @@ def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: i
                     k -= 1
                 w[k] = v
                 nobs += 1
-            if nobs < minp or nobs == 0:
+            if nobs < minp or nobs == 0 or a + i < first:
                 continue
             if nobs == 1:
                 out[a + i, s] = w[0]
