@@ -153,6 +153,16 @@ def test_alpha158_and_qlib_stats_equal_qlib_on_awkward_stocks(qlib_store):
     assert_panel_equals_qlib([i.expression for f in ("alpha158", "qlib_stats") for i in registry.all(f)])
 
 
+def test_bars_with_other_columns_in_another_order_give_qlibs_values(qlib_store):
+    # the base fields are read by column name: a text column and a reordering change nothing
+    expressions = ["$vwap/$close", "Mean($volume, 5)/($volume+1e-12)", "($high-$low)/$open", "$factor"]
+    noted = {code: bars.iloc[:, ::-1].assign(note="vendor") for code, bars in BARS.items()}
+    expected = qlib_features(BARS, expressions)
+    got = panel_engine.evaluate_on_panel(dict(zip(expressions, expressions, strict=True)), noted, CALENDAR)
+    for code in BARS:
+        np.testing.assert_array_equal(got[code], expected[code], err_msg=code)
+
+
 def assert_within_one_ulp(got: np.ndarray, expected: np.ndarray, message: str) -> None:
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{message}: NaN pattern")
     finite = ~np.isnan(expected)
