@@ -232,6 +232,23 @@ def test_an_unsupported_operator_takes_qlibs_path_and_the_run_says_so(qlib_store
         panel_engine.evaluate_on_panel({"x": "ChangeInstrument('SH600001', $close)"}, BARS, CALENDAR)
 
 
+def test_tails_with_an_unsupported_operator_take_qlibs_path(qlib_store, monkeypatch):
+    # Qlib's engine gets each stock's bars from as far back as its expressions read: only the new
+    # days of its values are the tail's
+    monkeypatch.setattr(panel_engine, "NOT_ON_A_PANEL", panel_engine.NOT_ON_A_PANEL | {"Kurt"})
+    monkeypatch.setattr(panel_engine, "_REPORTED", set())
+    expressions = {"mean5": "Mean($close, 5)", "kurt": "Kurt($close, 20)/Mean($close, 5)"}
+    expected = qlib_features(BARS, list(expressions.values()))
+    new_from = {code: bars.index[-3] for code, bars in BARS.items()}
+    tails = panel_engine.evaluate_tails("alpha158", BARS, CALENDAR, new_from, expressions)
+    init_qlib(qlib_store)  # Qlib's engine pointed Qlib at its staging store
+    for code, bars in BARS.items():
+        first = int(bars.index.searchsorted(new_from[code]))
+        for column, name in enumerate(expressions):
+            got = tails.frames[code][name].to_numpy()
+            assert_within_one_ulp(got, expected[code][first:, column], f"{code} {name}")
+
+
 def test_the_engine_is_chosen_by_the_environment(monkeypatch):
     monkeypatch.delenv(panel_engine.ENGINE_VARIABLE, raising=False)
     assert panel_engine.expression_engine() == "panel"

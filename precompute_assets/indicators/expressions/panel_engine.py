@@ -576,7 +576,8 @@ def _qlib_part(
     names: list[str],
     result: FamilyResult,
 ) -> None:
-    """Qlib's engine for the given stocks and expressions, written into `out`'s last rows."""
+    """Qlib's engine for the given stocks and expressions; the last rows of its values (a tail's bars
+    start before its new days, by the expressions' history) written into `out`."""
     from precompute_assets.indicators.expressions.qlib_engine import evaluate_expressions as qlib_evaluate
 
     part = qlib_evaluate(family, bars_by_code, calendar, expressions)
@@ -585,7 +586,7 @@ def _qlib_part(
         target = out[code]
         for name in frame.columns:
             values = frame[name].to_numpy(np.float32)
-            target[target.shape[0] - len(values) :, names.index(name)] = values
+            target[:, names.index(name)] = values[len(values) - target.shape[0] :]
 
 
 def evaluate_expressions(
