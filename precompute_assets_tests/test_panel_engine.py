@@ -153,6 +153,16 @@ def test_alpha158_and_qlib_stats_equal_qlib_on_awkward_stocks(qlib_store):
     assert_panel_equals_qlib([i.expression for f in ("alpha158", "qlib_stats") for i in registry.all(f)])
 
 
+def test_bars_with_other_columns_in_another_order_give_qlibs_values(qlib_store):
+    # the base fields are read by column name: a text column and a reordering change nothing
+    expressions = ["$vwap/$close", "Mean($volume, 5)/($volume+1e-12)", "($high-$low)/$open", "$factor"]
+    noted = {code: bars.iloc[:, ::-1].assign(note="vendor") for code, bars in BARS.items()}
+    expected = qlib_features(BARS, expressions)
+    got = panel_engine.evaluate_on_panel(dict(zip(expressions, expressions, strict=True)), noted, CALENDAR)
+    for code in BARS:
+        np.testing.assert_array_equal(got[code], expected[code], err_msg=code)
+
+
 def assert_within_one_ulp(got: np.ndarray, expected: np.ndarray, message: str) -> None:
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{message}: NaN pattern")
     finite = ~np.isnan(expected)
@@ -181,6 +191,27 @@ def test_tails_equal_the_full_history_within_one_ulp(qlib_store, seed):
             )
 
 
+TAIL_CASES = [e for e in OPERATOR_CASES + NESTED_CASES if "EMA" not in e and ", 0)" not in e]
+"""Every operator, nested too, whose value Qlib's window accounting bounds (EMA and expanding windows
+read the whole history, so a tail cannot equal it)."""
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_tails_of_every_operator_equal_qlibs_full_history_within_one_ulp(qlib_store, seed):
+    # each operator runs on only the rows its consumers read: a wrong count shows as a partial window
+    rng = np.random.default_rng(100 + seed)
+    new_from = {code: bars.index[int(rng.integers(0, len(bars)))] for code, bars in BARS.items()}
+    new_from["SH600001"] = BARS["SH600001"].index[-1]
+    tails = panel_engine.evaluate_tails("alpha158", BARS, CALENDAR, new_from, {e: e for e in TAIL_CASES})
+    full = qlib_features(BARS, TAIL_CASES)
+    for code, bars in BARS.items():
+        first = int(bars.index.searchsorted(new_from[code]))
+        assert tails.frames[code].index.equals(bars.index[first:])
+        for column, expression in enumerate(TAIL_CASES):
+            got = tails.frames[code][expression].to_numpy()
+            assert_within_one_ulp(got, full[code][first:, column], f"{code} {expression}")
+
+
 def test_an_unsupported_operator_takes_qlibs_path_and_the_run_says_so(qlib_store, caplog, monkeypatch):
     # Kurt stands for an operator the panel lacks (a user's own or a future Qlib one): the panel
     # must hand its expressions to Qlib's engine and name it once, whatever the number of batches
@@ -199,6 +230,23 @@ def test_an_unsupported_operator_takes_qlibs_path_and_the_run_says_so(qlib_store
         np.testing.assert_array_equal(got, expected[code], err_msg=code)
     with pytest.raises(panel_engine.UnsupportedOperator, match="ChangeInstrument"):
         panel_engine.evaluate_on_panel({"x": "ChangeInstrument('SH600001', $close)"}, BARS, CALENDAR)
+
+
+def test_tails_with_an_unsupported_operator_take_qlibs_path(qlib_store, monkeypatch):
+    # Qlib's engine gets each stock's bars from as far back as its expressions read: only the new
+    # days of its values are the tail's
+    monkeypatch.setattr(panel_engine, "NOT_ON_A_PANEL", panel_engine.NOT_ON_A_PANEL | {"Kurt"})
+    monkeypatch.setattr(panel_engine, "_REPORTED", set())
+    expressions = {"mean5": "Mean($close, 5)", "kurt": "Kurt($close, 20)/Mean($close, 5)"}
+    expected = qlib_features(BARS, list(expressions.values()))
+    new_from = {code: bars.index[-3] for code, bars in BARS.items()}
+    tails = panel_engine.evaluate_tails("alpha158", BARS, CALENDAR, new_from, expressions)
+    init_qlib(qlib_store)  # Qlib's engine pointed Qlib at its staging store
+    for code, bars in BARS.items():
+        first = int(bars.index.searchsorted(new_from[code]))
+        for column, name in enumerate(expressions):
+            got = tails.frames[code][name].to_numpy()
+            assert_within_one_ulp(got, expected[code][first:, column], f"{code} {name}")
 
 
 def test_the_engine_is_chosen_by_the_environment(monkeypatch):

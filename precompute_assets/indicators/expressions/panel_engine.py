@@ -12,7 +12,12 @@ bottom-up on float panels instead of per-stock pandas Series:
 - an expression with an operator the panel cannot evaluate (one that reads other instruments or
   resamples the calendar, or a user's custom operator) goes to Qlib's engine (`qlib_engine`), and the
   run logs that once per operator.
-Results are cast to float32 (as `D.features` does) with infinities stored as NaN, like `qlib_engine`.
+A batch's base fields are made from its bars as one numpy block per panel (the same float64 operations
+as `store.base_fields`, then float32, as the store holds them); the stocks' rows are laid out ending
+at the panel's last row, so a daily update's tails of every stock fit one small panel. Each node is
+evaluated once for all the expressions sharing it, on only the last rows its consumers read (the
+window extents of the operators above it). Results are cast to float32 (as `D.features` does) with
+infinities stored as NaN, like `qlib_engine`, into one block per panel that the stocks' frames view.
 """
 
 from __future__ import annotations
@@ -30,14 +35,11 @@ import pandas as pd
 
 from precompute_assets.indicators.expressions import panel_kernels as pk
 from precompute_assets.indicators.families.base import FamilyResult
-from precompute_assets.store.base_fields import base_fields
+from precompute_assets.store.base_fields import BASE_FIELDS
 
 log = logging.getLogger(__name__)
 
 ENGINE_VARIABLE = "PRECOMPUTE_EXPRESSION_ENGINE"
-STOCKS_PER_PANEL = 256
-"""Stocks evaluated together: bounds the intermediate panels held for shared subexpressions."""
-
 NOT_ON_A_PANEL = frozenset({"ChangeInstrument", "Mask", "TResample", "PFeature", "P", "PRef"})
 """Qlib operators that read another instrument, point-in-time data or a resampled calendar."""
 
@@ -118,11 +120,17 @@ def _check_supported(node: object) -> None:
 
 @dataclass
 class _Panel:
-    """Base fields of a batch as (dates, stocks) float32 arrays; stock s lives in rows lo[s]..hi[s]-1."""
+    """Base fields of a batch as (rows, stocks) float32 arrays in Fortran order (a stock's rows are
+    contiguous), every stock's rows ending at the last row: stock s lives in rows lo[s]..rows-1."""
 
     fields: dict[str, np.ndarray]
     lo: np.ndarray
-    hi: np.ndarray
+    rows: int
+
+    def bounds(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each stock's first row and end in an array holding the panel's last `rows` rows."""
+        lo = np.maximum(self.lo - (self.rows - rows), 0)
+        return lo, np.full_like(lo, rows)
 
 
 def _prep(values: np.ndarray) -> np.ndarray:
@@ -134,25 +142,44 @@ def _prep(values: np.ndarray) -> np.ndarray:
     return np.asfortranarray(out)
 
 
-def _std(values: np.ndarray, panel: _Panel, n: int) -> np.ndarray:
-    """pandas `rolling(n, min_periods=1).std()`: zsqrt of roll_var."""
-    var = pk.roll_var(_prep(values), panel.lo, panel.hi, n, 1, 1)
+def _std(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, skip: int = 0) -> np.ndarray:
+    """pandas `rolling(n, min_periods=1).std()`: zsqrt of roll_var (its rows from `skip` on)."""
+    var = pk.roll_var(_prep(values), lo, hi, n, 1, 1)[skip:]
     with np.errstate(invalid="ignore"):
         out = np.sqrt(var)
     out[var < 0] = 0
     return out
 
 
-class _Evaluator:
-    """Evaluates the nodes of a batch's trees once each (by their Qlib string), freeing a shared
-    subexpression's panel when its last consumer has read it."""
+def _lookback(node: object, all_rows: int) -> int:
+    """Rows before t an operator reads of its inputs for its value at t (`all_rows` where it reads
+    from the series' start: expanding windows, EMA's recursion, `Ref(x, 0)`'s first value)."""
+    from qlib.data import ops
 
-    def __init__(self, panel: _Panel, trees: list[object]) -> None:
+    n = getattr(node, "N", None)
+    if not isinstance(node, ops.Rolling | ops.PairRolling):
+        return 0
+    if isinstance(node, ops.EMA) or not isinstance(n, int) or isinstance(n, bool) or n == 0:
+        return all_rows
+    if isinstance(node, ops.Ref | ops.Delta):
+        return max(n, 0)
+    return n - 1
+
+
+class _Evaluator:
+    """Evaluates the nodes of a batch's trees once each (by their Qlib string), each on only the panel's
+    last rows its consumers read (`rows`), freeing a shared subexpression's values when its last
+    consumer has read them. A node's value is an array of its last `rows[key]` rows."""
+
+    def __init__(self, panel: _Panel, trees: list[object], out_rows: int) -> None:
         self.panel = panel
         self.uses: Counter[str] = Counter()
+        self.rows: dict[str, int] = {}
         for tree in trees:
             self._count(tree)
+            self._need(tree, out_rows)
         self.cache: dict[str, np.ndarray] = {}
+        self._bounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _count(self, node: object) -> None:
         key = _key(node)
@@ -161,11 +188,27 @@ class _Evaluator:
             for child in _children(node).values():
                 self._count(child)
 
+    def _need(self, node: object, rows: int) -> None:
+        key = _key(node)
+        rows = min(rows, self.panel.rows)
+        if rows <= self.rows.get(key, 0):
+            return
+        self.rows[key] = rows
+        for child in _children(node).values():
+            self._need(child, rows + _lookback(node, self.panel.rows))
+
+    def bounds(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        found = self._bounds.get(rows)
+        if found is None:
+            found = self._bounds[rows] = self.panel.bounds(rows)
+        return found
+
     def value(self, node: object) -> np.ndarray:
+        """The node's values on its last `rows[key]` rows."""
         key = _key(node)
         found = self.cache.get(key)
         if found is None:
-            found = self._compute(node)
+            found = self._compute(node, self.rows[key])
             if self.uses[key] > 1:
                 self.cache[key] = found
         self.uses[key] -= 1
@@ -173,109 +216,121 @@ class _Evaluator:
             self.cache.pop(key, None)
         return found
 
-    def _operand(self, node: object, name: str) -> object:
+    def _operand(self, node: object, name: str, rows: int) -> object:
+        """A child's values on the last `rows` rows (a constant as it is)."""
         from qlib.data.base import Expression
 
         child = getattr(node, name)
-        return self.value(child) if isinstance(child, Expression) else child
+        return self.value(child)[-rows:] if isinstance(child, Expression) else child
 
-    def _compute(self, node: object) -> np.ndarray:
+    def _compute(self, node: object, rows: int) -> np.ndarray:
         from qlib.data import ops
 
-        p = self.panel
+        if isinstance(node, ops.Feature):
+            return self.panel.fields[node._name][-rows:]
         n = getattr(node, "N", None)
         fixed = isinstance(n, int) and not isinstance(n, bool) and n > 0
-        if isinstance(node, ops.Feature):
-            return p.fields[node._name]
+        rows_in = min(rows + _lookback(node, self.panel.rows), self.panel.rows)
         with np.errstate(all="ignore"):  # x / 0 and log(0) give Qlib's inf and NaN, quietly
-            return self._compute_node(node, n, fixed)
+            return self._compute_node(node, n, fixed, rows_in, rows_in - rows)[-rows:]
 
-    def _compute_node(self, node: object, n: object, fixed: bool) -> np.ndarray:
+    def _compute_node(self, node: object, n: object, fixed: bool, rows: int, skip: int) -> np.ndarray:
+        """The node from its inputs on the panel's last `rows` rows, of which the first `skip` are read
+        by no consumer (only windows over them are): its values on the last `rows - skip` rows at least."""
         from qlib.data import ops
 
         if isinstance(node, ops.Sign):
-            return np.sign(self.value(node.feature).astype(np.float32))
+            return np.sign(self._operand(node, "feature", rows).astype(np.float32))
         if isinstance(node, ops.NpElemOperator):
-            return getattr(np, node.func)(self.value(node.feature))
+            return getattr(np, node.func)(self._operand(node, "feature", rows))
         if isinstance(node, ops.NpPairOperator):
-            return getattr(np, node.func)(self._operand(node, "feature_left"), self._operand(node, "feature_right"))
+            left, right = self._operand(node, "feature_left", rows), self._operand(node, "feature_right", rows)
+            return getattr(np, node.func)(left, right)
         if isinstance(node, ops.If):
-            cond = self.value(node.condition)
-            return np.where(cond, self._operand(node, "feature_left"), self._operand(node, "feature_right"))
+            cond = self._operand(node, "condition", rows)
+            return np.where(cond, self._operand(node, "feature_left", rows), self._operand(node, "feature_right", rows))
         if fixed and isinstance(node, ops.Ref | ops.Delta):
-            return self._shifted(node, n)
+            return self._shifted(node, n, rows)
         if fixed and isinstance(node, ops.Corr):
-            left, right = self._operand(node, "feature_left"), self._operand(node, "feature_right")
+            left, right = self._operand(node, "feature_left", rows), self._operand(node, "feature_right", rows)
             if isinstance(left, np.ndarray) and isinstance(right, np.ndarray):
-                return self._corr(left, right, n)
-            return self._per_stock(node, {"feature_left": left, "feature_right": right})
+                return self._corr(left, right, n, rows, skip)
+            return self._per_stock(node, {"feature_left": left, "feature_right": right}, rows)
         if fixed and type(node).__name__ in _ROLLING:
-            return self._rolling(node, self.value(node.feature), n)
-        return self._per_stock(node, {k: self.value(c) for k, c in _children(node).items()})
+            return self._rolling(node, self._operand(node, "feature", rows), n, rows, skip)
+        inputs = {k: self.value(c)[-rows:] for k, c in _children(node).items()}
+        return self._per_stock(node, inputs, rows)
 
-    def _shifted(self, node: object, n: int) -> np.ndarray:
+    def _shifted(self, node: object, n: int, rows: int) -> np.ndarray:
+        """pandas `shift(n)` in each stock's rows, in the input's own dtype (Ref), and x minus it (Delta)."""
         from qlib.data import ops
 
-        x = self.value(node.feature)
+        x = self._operand(node, "feature", rows)
         if x.dtype.kind != "f":  # pandas shifts a bool Series to object: leave it to Qlib's own code
-            return self._per_stock(node, {"feature": x})
-        moved = pk.shift(np.asfortranarray(x, dtype=np.float64), self.panel.lo, self.panel.hi, n).astype(x.dtype)
+            return self._per_stock(node, {"feature": x}, rows)
+        lo, _ = self.bounds(rows)
+        moved = np.full_like(x, np.nan, order="F")
+        moved[n:] = x[:-n]
+        moved[np.arange(rows)[:, None] < (lo + n)[None, :]] = np.nan
         return moved if isinstance(node, ops.Ref) else x - moved
 
-    def _rolling(self, node: object, x: np.ndarray, n: int) -> np.ndarray:
-        p = self.panel
+    def _rolling(self, node: object, x: np.ndarray, n: int, rows: int, skip: int) -> np.ndarray:
+        lo, hi = self.bounds(rows)
         name = type(node).__name__
         if name == "Count":
-            return pk.roll_count(_prep(np.where(pd.isna(x), np.nan, 0.0)), p.lo, p.hi, n)
+            return pk.roll_count(_prep(np.where(pd.isna(x), np.nan, 0.0)), lo, hi, n, skip)
         if name in ("Slope", "Rsquare", "Resi"):
             kind = ("Slope", "Rsquare", "Resi").index(name)
-            out = pk.qlib_regression(np.asfortranarray(x, dtype=np.float64), p.lo, p.hi, n, kind)
+            out = pk.qlib_regression(np.asfortranarray(x, dtype=np.float64), lo, hi, n, kind)[skip:]
             if name == "Rsquare":
-                out[np.isclose(_std(x, p, n), 0, atol=2e-05)] = np.nan
+                out[np.isclose(_std(x, lo, hi, n, skip), 0, atol=2e-05)] = np.nan
             return out
         v = _prep(x)
         if name == "Mean":
-            return pk.roll_mean(v, p.lo, p.hi, n, 1)
+            return pk.roll_mean(v, lo, hi, n, 1)
         if name == "Sum":
-            return pk.roll_sum(v, p.lo, p.hi, n, 1)
+            return pk.roll_sum(v, lo, hi, n, 1)
         if name == "Std":
-            return _std(x, p, n)
+            return _std(x, lo, hi, n, skip)
         if name == "Var":
-            return pk.roll_var(v, p.lo, p.hi, n, 1, 1)
+            return pk.roll_var(v, lo, hi, n, 1, 1)
         if name in ("Max", "Min"):
-            return pk.roll_extreme(v, p.lo, p.hi, n, 1, name == "Max")
+            return pk.roll_extreme(v, lo, hi, n, 1, name == "Max", skip)
         if name == "Quantile":
-            return pk.roll_quantile(v, p.lo, p.hi, n, 1, float(node.qscore))
+            return pk.roll_quantile(v, lo, hi, n, 1, float(node.qscore), skip)
         if name == "Rank":
-            return pk.roll_rank_pct(v, p.lo, p.hi, n, 1)
-        return pk.roll_arg_extreme(v, p.lo, p.hi, n, name == "IdxMax")
+            return pk.roll_rank_pct(v, lo, hi, n, 1, skip)
+        return pk.roll_arg_extreme(v, lo, hi, n, name == "IdxMax", skip)
 
-    def _corr(self, left: np.ndarray, right: np.ndarray, n: int) -> np.ndarray:
+    def _corr(self, left: np.ndarray, right: np.ndarray, n: int, rows: int, skip: int) -> np.ndarray:
         """pandas `rolling(n, min_periods=1).corr(other)` (prep_binary's joint NaN mask, then its
-        means, variances and count), with Qlib's near-zero-std mask on either input."""
-        p = self.panel
+        means, variances and count), with Qlib's near-zero-std mask on either input; the rolling sums
+        over all `rows`, the rest on the rows from `skip` on (the ones read)."""
+        lo, hi = self.bounds(rows)
         with np.errstate(all="ignore"):
             x, y = _prep(left + 0 * right), _prep(right + 0 * left)
-            mean_xy = pk.roll_mean(np.asfortranarray(x * y), p.lo, p.hi, n, 1)
-            mean_x = pk.roll_mean(x, p.lo, p.hi, n, 1)
-            mean_y = pk.roll_mean(y, p.lo, p.hi, n, 1)
-            count = pk.roll_sum(np.asfortranarray((~np.isnan(x + y)).astype(np.float64)), p.lo, p.hi, n, 0)
-            var_x = pk.roll_var(x, p.lo, p.hi, n, 1, 1)
-            var_y = pk.roll_var(y, p.lo, p.hi, n, 1, 1)
+            mean_xy = pk.roll_mean(np.asfortranarray(x * y), lo, hi, n, 1)[skip:]
+            mean_x = pk.roll_mean(x, lo, hi, n, 1)[skip:]
+            mean_y = pk.roll_mean(y, lo, hi, n, 1)[skip:]
+            count = pk.roll_sum(np.asfortranarray((~np.isnan(x + y)).astype(np.float64)), lo, hi, n, 0)[skip:]
+            var_x = pk.roll_var(x, lo, hi, n, 1, 1)[skip:]
+            var_y = pk.roll_var(y, lo, hi, n, 1, 1)[skip:]
             numerator = (mean_xy - mean_x * mean_y) * (count / (count - 1))
             denominator = (var_x * var_y) ** 0.5
             out = numerator / denominator
-        out[np.isclose(_std(left, p, n), 0, atol=2e-05) | np.isclose(_std(right, p, n), 0, atol=2e-05)] = np.nan
+        flat = np.isclose(_std(left, lo, hi, n, skip), 0, atol=2e-05)
+        flat |= np.isclose(_std(right, lo, hi, n, skip), 0, atol=2e-05)
+        out[flat] = np.nan
         return out
 
-    def _per_stock(self, node: object, inputs: Mapping[str, object]) -> np.ndarray:
+    def _per_stock(self, node: object, inputs: Mapping[str, object], rows: int) -> np.ndarray:
         """Qlib's own `_load_internal` of the operator, once per stock on its rows of the inputs."""
         from precompute_assets.indicators.expressions.qlib_segments import GivenSeries
 
-        p = self.panel
+        lo, hi = self.bounds(rows)
         parts: list[tuple[int, int, int, np.ndarray]] = []
         original = _qlib_class(node)._load_internal
-        for s, (a, b) in enumerate(zip(p.lo, p.hi, strict=True)):
+        for s, (a, b) in enumerate(zip(lo, hi, strict=True)):
             if a >= b:
                 continue
             clone = copy.copy(node)
@@ -285,7 +340,7 @@ class _Evaluator:
             series = original(clone, "panel", int(a), int(b) - 1)
             parts.append((s, int(a), int(b), series.reindex(pd.RangeIndex(a, b)).to_numpy()))
         dtype = np.result_type(*[v.dtype for *_, v in parts]) if parts else np.float64
-        out = np.full(next(iter(p.fields.values())).shape, np.nan, dtype=np.float64 if dtype.kind != "f" else dtype)
+        out = np.full((rows, len(lo)), np.nan, dtype=np.float64 if dtype.kind != "f" else dtype, order="F")
         for s, a, b, values in parts:
             out[a:b, s] = values
         return out
@@ -328,84 +383,164 @@ _ROLLING = {
 """Fixed-window operators with a panel kernel; the other rolling operators run Qlib's code per stock."""
 
 
-@dataclass
-class _Stocks:
-    """A batch's base fields per stock (float32, as the store holds them) and first calendar rows."""
-
-    fields: dict[str, dict[str, np.ndarray]]
-    position: dict[str, int]
-
-    @classmethod
-    def of(cls, bars_by_code: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex) -> _Stocks:
-        return cls(
-            {code: base_fields(bars) for code, bars in bars_by_code.items()},
-            {code: int(calendar.get_loc(bars.index[0])) for code, bars in bars_by_code.items()},
-        )
-
-    def length(self, code: str) -> int:
-        return len(self.fields[code]["close"])
+_SOURCES = ("open", "high", "low", "close", "volume", "factor", "amount")
+"""The input columns the base fields are made of (`amount` optional)."""
 
 
-def _build_panel(stocks: _Stocks, codes: list[str], skip: Mapping[str, int]) -> _Panel:
-    """The stocks' base fields from row `skip[code]` of each on, on calendar rows (one column a stock)."""
-    begin = {c: stocks.position[c] + skip.get(c, 0) for c in codes}
-    first = min(begin.values())
-    last = max(stocks.position[c] + stocks.length(c) for c in codes)
-    shape = (last - first, len(codes))
-    fields: dict[str, np.ndarray] = {}
-    lo = np.empty(len(codes), dtype=np.int64)
-    hi = np.empty(len(codes), dtype=np.int64)
-    for s, code in enumerate(codes):
-        a, cut = begin[code] - first, skip.get(code, 0)
-        lo[s], hi[s] = a, a + stocks.length(code) - cut
-        for name, values in stocks.fields[code].items():
-            if name not in fields:
-                fields[name] = np.full(shape, np.nan, dtype=np.float32, order="F")
-            fields[name][a : hi[s], s] = values[cut:]
-    return _Panel(fields, lo, hi)
+def _base_panel(bars: list[pd.DataFrame], first: np.ndarray, lengths: np.ndarray) -> _Panel:
+    """`base_fields` of each stock's bars from its row `first[s]` on (`lengths[s]` rows), computed for
+    the batch at once (the same float64 operations, then float32) and laid out as a panel."""
+    rows = int(lengths.max())
+    raw = np.full((len(_SOURCES), len(bars), rows), np.nan)  # raw[f].T: a (rows, stocks) Fortran panel
+    places: dict[tuple[object, ...], tuple[list[int], list[int]]] = {}
+    alike: dict[tuple[tuple[object, ...], int], list[int]] = {}  # same columns and rows: copied together
+    columns: list[np.ndarray] = []
+    for s, frame in enumerate(bars):
+        key = tuple(frame.columns.tolist())
+        if key not in places:
+            places[key] = _places(frame.columns)
+        try:  # one block of floats, as the bars step makes them: a view, no copy
+            values = frame.to_numpy(np.float64, copy=False).T
+        except (TypeError, ValueError):  # other columns that are not numbers: only the sources
+            targets, sources = places[key]
+            values = frame.iloc[:, sources].to_numpy(np.float64).T
+            key = (*key, "sources only")
+            places[key] = (targets, list(range(len(sources))))
+        columns.append(values[:, first[s] :])
+        alike.setdefault((key, int(lengths[s])), []).append(s)
+    for (key, length), members in alike.items():
+        targets, sources = places[key]
+        stacked = np.stack([columns[s] for s in members])[:, sources, :]
+        raw[np.array(targets)[:, None], np.array(members)[None, :], rows - length :] = stacked.transpose(1, 0, 2)
+    f = dict(zip(_SOURCES, raw, strict=True))
+    typical = (f["high"] + f["low"] + f["close"]) / 3.0
+    traded = np.isfinite(f["amount"]) & (f["volume"] > 0)
+    f["vwap"] = np.where(traded, f["amount"] / np.where(traded, f["volume"], 1.0), typical)
+    names = list(BASE_FIELDS)
+    if any(_SOURCES.index("amount") in targets for targets, _ in places.values()):
+        names.append("amount")
+    fields = {name: f[name].T.astype(np.float32) for name in names}  # Fortran, as the kernels read it
+    return _Panel(fields, rows - lengths, rows)
 
 
-def _contiguous(bars: pd.DataFrame, calendar: pd.DatetimeIndex) -> bool:
-    """True when the bars are consecutive calendar days (a stock's bin holds every day of its span)."""
-    if bars.empty or bars.index[0] not in calendar:
-        return False
-    start = calendar.get_loc(bars.index[0])
-    return isinstance(start, int) and calendar[start : start + len(bars)].equals(bars.index)
+def _places(columns: pd.Index) -> tuple[list[int], list[int]]:
+    """Where each base-field source is in `_SOURCES` and in the bars' columns."""
+    targets, sources = [], []
+    for target, name in enumerate(_SOURCES):
+        if name in columns:
+            targets.append(target)
+            sources.append(int(columns.get_loc(name)))
+        elif name != "amount":
+            raise KeyError(f"bars without a {name!r} column")
+    return targets, sources
 
 
-def _evaluate(
-    expressions: list[str], stocks: _Stocks, skip: Mapping[str, int], out: Mapping[str, np.ndarray], columns: list[int]
-) -> None:
-    """Write each expression's float32 values for each stock's last `len(out[code])` rows into
-    `out[code]`'s `columns`, evaluating each stock from its row `skip[code]` on."""
-    for expression in expressions:
-        if (operator := unsupported_operator(expression)) is not None:
-            raise UnsupportedOperator(operator)
-    trees = [parse_expression(e) for e in expressions]
-    codes = list(out)
-    for chunk_start in range(0, len(codes), STOCKS_PER_PANEL):
-        chunk = codes[chunk_start : chunk_start + STOCKS_PER_PANEL]
-        panel = _build_panel(stocks, chunk, skip)
-        evaluator = _Evaluator(panel, trees)
-        for column, tree in zip(columns, trees, strict=True):
-            values = evaluator.value(tree)
+CELLS_PER_PANEL = 256 * 2_500
+"""Rows x stocks evaluated together: bounds the intermediate panels held for shared subexpressions
+(256 stocks of ten years, or every stock of a daily update's tails at once)."""
+
+
+def _evaluate_batch(
+    trees: list[object], bars: list[pd.DataFrame], first: np.ndarray, lengths: np.ndarray, out_rows: np.ndarray
+) -> list[np.ndarray]:
+    """Each stock's last `out_rows[s]` rows of every tree, evaluated from its bars' row `first[s]` on
+    (`lengths[s]` rows from there): a list, in `bars`' order, of float32 (rows, trees) views into one
+    block per panel.
+
+    Stocks are put on panels by length (little padding) of at most `CELLS_PER_PANEL` cells; each tree's
+    values are written into the panel's block in one step, cast to float32 with infinities as NaN,
+    as `qlib_engine` stores them.
+    """
+    order = np.argsort(lengths, kind="stable")
+    found: list[np.ndarray] = [np.empty((0, len(trees)), np.float32)] * len(bars)
+    begin = 0
+    while begin < len(order):
+        end = begin + 1
+        while end < len(order) and lengths[order[end]] * (end + 1 - begin) <= CELLS_PER_PANEL:
+            end += 1
+        chunk = order[begin:end]
+        begin = end
+        panel = _base_panel([bars[s] for s in chunk], first[chunk], lengths[chunk])
+        rows = int(out_rows[chunk].max())
+        block = np.empty((len(trees), len(chunk), rows), np.float32)  # block[t].T: a tree's (rows, stocks)
+        evaluator = _Evaluator(panel, trees, rows)
+        for t, tree in enumerate(trees):
+            target = block[t]
             with np.errstate(over="ignore", invalid="ignore"):
-                values = np.asarray(values).astype(np.float32)
-            values[np.isinf(values)] = np.nan
-            for s, code in enumerate(chunk):
-                target, end = out[code], panel.hi[s]
-                target[:, column] = values[end - target.shape[0] : end, s]
+                # [-rows:]: a root that is also another tree's subexpression holds the rows that one reads
+                np.copyto(target, evaluator.value(tree)[-rows:].T, casting="unsafe")
+            target[np.isinf(target)] = np.nan
+        for place, s in enumerate(chunk):
+            found[s] = block[:, place, rows - out_rows[s] :].T
+    return found
+
+
+class _CalendarRows:
+    """Where stocks' bars sit on the calendar, and the calendar's date index slices, shared by stocks."""
+
+    def __init__(self, calendar: pd.DatetimeIndex) -> None:
+        self.calendar = calendar
+        self._i8 = calendar.asi8 if isinstance(calendar, pd.DatetimeIndex) else None
+        self._slices: dict[tuple[int, int, object], pd.Index] = {}
+
+    def start(self, index: pd.Index, first: int) -> int:
+        """The calendar row of `index[first]` when `index[first:]` is consecutive calendar days (a
+        stock's bin holds every day of its span), else -1."""
+        if self._i8 is None or not isinstance(index, pd.DatetimeIndex) or index.dtype != self.calendar.dtype:
+            return self._start_of_other(index[first:])
+        days = index.asi8[first:]
+        if not len(days):
+            return -1
+        at = int(self._i8.searchsorted(days[0]))
+        if at + len(days) > len(self._i8) or not np.array_equal(self._i8[at : at + len(days)], days):
+            return -1
+        return at
+
+    def _start_of_other(self, index: pd.Index) -> int:
+        if index.empty or index[0] not in self.calendar:
+            return -1
+        at = self.calendar.get_loc(index[0])
+        return at if isinstance(at, int) and self.calendar[at : at + len(index)].equals(index) else -1
+
+    def dates(self, begin: int, end: int, name: object) -> pd.Index:
+        """`calendar[begin:end]` named `name`, one object for every stock with those dates."""
+        key = (begin, end, name)
+        found = self._slices.get(key)
+        if found is None:
+            found = self._slices[key] = self.calendar[begin:end].rename(name)
+        return found
+
+
+def _row_of(index: pd.Index, day: pd.Timestamp) -> int:
+    """`index.searchsorted(day)`, on the int64 dates where the index is in nanoseconds."""
+    if isinstance(index, pd.DatetimeIndex) and index.dtype == np.dtype("datetime64[ns]"):
+        return int(index.asi8.searchsorted(_nanoseconds(day)))
+    return int(index.searchsorted(day))
+
+
+@functools.lru_cache(maxsize=64)
+def _nanoseconds(day: pd.Timestamp) -> int:
+    return pd.Timestamp(day).value
 
 
 def evaluate_on_panel(
     expressions: Mapping[str, str], bars_by_code: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex
 ) -> dict[str, np.ndarray]:
     """float32 arrays (rows of each stock's bars, one column per expression); raises UnsupportedOperator
-    when an expression is not supported (callers route those to Qlib first, see `split_supported`)."""
-    stocks = _Stocks.of(bars_by_code, calendar)
-    out = {code: np.empty((len(bars), len(expressions)), dtype=np.float32) for code, bars in bars_by_code.items()}
-    _evaluate(list(expressions.values()), stocks, {}, out, list(range(len(expressions))))
-    return out
+    when an expression is not supported (callers route those to Qlib first, see `split_supported`) and
+    ValueError for bars that are not consecutive calendar days."""
+    for expression in expressions.values():
+        if (operator := unsupported_operator(expression)) is not None:
+            raise UnsupportedOperator(operator)
+    places = _CalendarRows(calendar)
+    for code, bars in bars_by_code.items():
+        if places.start(bars.index, 0) < 0:
+            raise ValueError(f"{code}: bars are not consecutive days of the calendar")
+    bars = list(bars_by_code.values())
+    trees = [parse_expression(e) for e in expressions.values()]
+    lengths = np.array([len(b) for b in bars], dtype=np.int64)
+    values = _evaluate_batch(trees, bars, np.zeros_like(lengths), lengths, lengths)
+    return dict(zip(bars_by_code, values, strict=True))
 
 
 @functools.cache
@@ -441,7 +576,8 @@ def _qlib_part(
     names: list[str],
     result: FamilyResult,
 ) -> None:
-    """Qlib's engine for the given stocks and expressions, written into `out`'s last rows."""
+    """Qlib's engine for the given stocks and expressions; the last rows of its values (a tail's bars
+    start before its new days, by the expressions' history) written into `out`."""
     from precompute_assets.indicators.expressions.qlib_engine import evaluate_expressions as qlib_evaluate
 
     part = qlib_evaluate(family, bars_by_code, calendar, expressions)
@@ -450,7 +586,7 @@ def _qlib_part(
         target = out[code]
         for name in frame.columns:
             values = frame[name].to_numpy(np.float32)
-            target[target.shape[0] - len(values) :, names.index(name)] = values
+            target[:, names.index(name)] = values[len(values) - target.shape[0] :]
 
 
 def evaluate_expressions(
@@ -472,26 +608,14 @@ def evaluate_tails(
 ) -> FamilyResult:
     """The expressions' values from `new_from[code]` on, for every stock of the run at once.
 
-    Each expression is evaluated on only the rows it reads for those days (`expression_history`: its
-    window, nested windows added up), with no pad rows: expressions are grouped by that need and each
-    group runs once on the panel of every stock's last rows. Equal to a full-history evaluation within
-    float rounding (the online sums start later).
+    No pad rows: every stock's base fields are read from as far back as the expressions read for those
+    days (`expression_history`) onto one panel, and each operator runs on only the rows its consumers
+    read (its window, nested windows added up), once for all the expressions that share it. Equal to
+    a full-history evaluation within float rounding (the online sums start later).
     """
-    from precompute_assets.indicators.expressions.qlib_engine import expression_history
-
-    reach = max((expression_history(e) for e in expressions.values()), default=1)
-    codes = [c for c in new_from if c in bars_by_code and not bars_by_code[c].empty]
-    tails, first_new = {}, {}
-    for code in codes:
-        bars = bars_by_code[code]
-        row = int(bars.index.searchsorted(new_from[code]))
-        cut = max(0, row - reach + 1)  # no expression reads further back: base fields of these rows only
-        tails[code], first_new[code] = bars.iloc[cut:], row - cut
-    result = _evaluate_rows(family, tails, calendar, expressions, first_new)
-    for code in codes:
-        if code not in result.frames:  # nothing new: an empty frame, as a cut of the full result would be
-            result.frames[code] = pd.DataFrame(columns=list(expressions), index=tails[code].index[:0], dtype=np.float32)
-    return result
+    codes = [c for c in new_from if c in bars_by_code and len(bars_by_code[c].index)]
+    first_new = {c: _row_of(bars_by_code[c].index, new_from[c]) for c in codes}
+    return _evaluate_rows(family, {c: bars_by_code[c] for c in codes}, calendar, expressions, first_new)
 
 
 def _evaluate_rows(
@@ -506,25 +630,45 @@ def _evaluate_rows(
     from precompute_assets.indicators.expressions.qlib_engine import expression_history
 
     names = list(expressions)
+    columns = pd.Index(names)
     result = FamilyResult()
-    codes = [c for c, bars in bars_by_code.items() if not bars.empty]
+    length = {c: len(bars.index) for c, bars in bars_by_code.items()}
+    codes = [c for c in bars_by_code if length[c]]
     start = {c: (first_new or {}).get(c, 0) for c in codes}
-    # Fortran order: a column is written per expression, and the frame takes the array without a copy
-    out = {c: np.full((len(bars_by_code[c]) - start[c], len(names)), np.nan, np.float32, order="F") for c in codes}
-    active = [c for c in codes if start[c] < len(bars_by_code[c])]
-    panel_codes = [c for c in active if _contiguous(bars_by_code[c], calendar)]
-    other_codes = [c for c in active if c not in set(panel_codes)]
     panel_exprs, qlib_exprs = split_supported(expressions)
-    by_need: dict[int, list[str]] = {}
-    for name in panel_exprs:
-        need = expression_history(panel_exprs[name]) if first_new is not None else 0
-        by_need.setdefault(need, []).append(name)
+    reach = max((expression_history(e) for e in panel_exprs.values()), default=1)
+    places = _CalendarRows(calendar)
+    out: dict[str, np.ndarray] = {}
+    dates: dict[str, pd.Index] = {}
+    panel_codes, other_codes, first = [], [], []
+    for code in codes:
+        bars = bars_by_code[code]
+        if start[code] >= length[code]:
+            continue
+        cut = max(0, start[code] - reach + 1) if first_new is not None else 0  # nothing reads further back
+        at = places.start(bars.index, cut)
+        if at < 0:
+            other_codes.append(code)
+            continue
+        panel_codes.append(code)
+        first.append(cut)
+        dates[code] = places.dates(at + start[code] - cut, at + length[code] - cut, bars.index.name)
     if panel_codes and panel_exprs:
-        stocks = _Stocks.of({c: bars_by_code[c] for c in panel_codes}, calendar)
-        for need, group in sorted(by_need.items()):
-            skip = {c: max(0, start[c] - need + 1) for c in panel_codes} if first_new is not None else {}
-            targets = {c: out[c] for c in panel_codes}
-            _evaluate([panel_exprs[n] for n in group], stocks, skip, targets, [names.index(n) for n in group])
+        trees = [parse_expression(e) for e in panel_exprs.values()]
+        cuts = np.array(first, dtype=np.int64)
+        lengths = np.array([length[c] for c in panel_codes], dtype=np.int64) - cuts
+        new_rows = np.array([length[c] - start[c] for c in panel_codes], dtype=np.int64)
+        values = _evaluate_batch(trees, [bars_by_code[c] for c in panel_codes], cuts, lengths, new_rows)
+        if not qlib_exprs:
+            out = dict(zip(panel_codes, values, strict=True))
+        else:
+            at = [names.index(n) for n in panel_exprs]
+            for code, found in zip(panel_codes, values, strict=True):
+                out[code] = np.full((found.shape[0], len(names)), np.nan, np.float32, order="F")
+                out[code][:, at] = found
+    for code in codes:
+        if code not in out:
+            out[code] = np.full((length[code] - start[code], len(names)), np.nan, np.float32, order="F")
     qlib_work = [(qlib_exprs, panel_codes), (dict(expressions), other_codes)]
     for chosen, chosen_codes in qlib_work:
         for need, group in _qlib_groups(chosen, first_new is not None).items():
@@ -532,8 +676,8 @@ def _evaluate_rows(
                 bars = {c: bars_by_code[c].iloc[max(0, start[c] - need) :] for c in chosen_codes}
                 _qlib_part(family, bars, calendar, group, out, names, result)
     for code in codes:
-        index = bars_by_code[code].index[start[code] :]
-        result.frames[code] = pd.DataFrame(out[code], index=index, columns=names)
+        index = dates[code] if code in dates else bars_by_code[code].index[start[code] :]
+        result.frames[code] = pd.DataFrame(out[code], index=index, columns=columns, copy=False)
     return result
 
 

@@ -2,7 +2,9 @@
 
 Each kernel is a transcription of the code Qlib 0.9.7 runs for one stock's series, applied to column
 `s` of the panel over rows `lo[s] .. hi[s] - 1` as if that were the whole series (Qlib loads a stock
-from the first row of its bin, so the online sums start there); rows outside are NaN. Sources:
+from the first row of its bin, so the online sums start there); rows outside are NaN. The kernels that
+scan each row's window on its own take a `first` row too: the rows before it, which no consumer
+reads, stay NaN. Sources:
 - pandas 2.3 `_libs/window/aggregations.pyx` (`roll_sum`, `roll_mean`, `roll_var`, `roll_max_min`,
   `roll_quantile`, `roll_rank`) with its fixed-window bounds for `rolling(N, min_periods=1)`:
   window [max(0, i - N + 1), i + 1), a full state reset whenever a window shares no row with the
@@ -227,13 +229,16 @@ def roll_var(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, d
 
 
 @numba.jit(**_JIT)
-def roll_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, largest: bool) -> np.ndarray:
+def roll_extreme(
+    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, largest: bool, first: int
+) -> np.ndarray:
     """pandas `roll_max`/`roll_min`: the extreme of the window's non-NaN values (of equal ones the
-    latest, as pandas' deque keeps it), NaN below `minp` values."""
+    latest, as pandas' deque keeps it), NaN below `minp` values; rows from `first` on (each row's
+    window is scanned on its own)."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             nobs = 0
             best = np.nan
             for j in range(max(0, i - n + 1), i + 1):
@@ -248,16 +253,18 @@ def roll_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: in
 
 
 @numba.jit(**_JIT)
-def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, q: float) -> np.ndarray:
+def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, q: float, first: int) -> np.ndarray:
     """pandas `roll_quantile`, linear interpolation, on the window's non-NaN values kept sorted (as
-    pandas' skiplist keeps them) by insertion and removal."""
+    pandas' skiplist keeps them) by insertion and removal; rows from `first` on, the window seeded
+    with the rows before it by the same insertions (equal values stay in the order they came)."""
     out = _nan_panel(x.shape)
     w = np.empty(max(n, 1), dtype=np.float64)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
         nobs = 0
-        for i in range(b - a):
-            if i - n >= 0:
+        seed = max(0, max(0, first - a) - n)
+        for i in range(seed, b - a):
+            if i - n >= seed:
                 old = x[a + i - n, s]
                 if old == old:
                     k = 0
@@ -274,7 +281,7 @@ def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: i
                     k -= 1
                 w[k] = v
                 nobs += 1
-            if nobs < minp or nobs == 0:
+            if nobs < minp or nobs == 0 or a + i < first:
                 continue
             if nobs == 1:
                 out[a + i, s] = w[0]
@@ -289,13 +296,14 @@ def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: i
 
 
 @numba.jit(**_JIT)
-def roll_rank_pct(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int) -> np.ndarray:
+def roll_rank_pct(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: int, first: int) -> np.ndarray:
     """pandas `roll_rank(percentile=True, method="average")`: the average rank of the row's own value
-    among the window's non-NaN values, over their count; NaN where the row's value is NaN."""
+    among the window's non-NaN values, over their count; NaN where the row's value is NaN; rows from
+    `first` on."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             val = x[a + i, s]
             nobs = below = equal = 0
             for j in range(max(0, i - n + 1), i + 1):
@@ -316,12 +324,13 @@ def roll_rank_pct(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, minp: i
 
 
 @numba.jit(**_JIT)
-def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
-    """pandas `rolling.count()` with min_periods=1: the window's non-NaN values (infinities count)."""
+def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, first: int) -> np.ndarray:
+    """pandas `rolling.count()` with min_periods=1: the window's non-NaN values (infinities count);
+    rows from `first` on."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             c = 0
             for j in range(max(0, i - n + 1), i + 1):
                 if x[a + j, s] == x[a + j, s]:
@@ -331,13 +340,14 @@ def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndar
 
 
 @numba.jit(**_JIT)
-def roll_arg_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, largest: bool) -> np.ndarray:
+def roll_arg_extreme(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, largest: bool, first: int) -> np.ndarray:
     """Qlib's IdxMax/IdxMin: `rolling(N, min_periods=1).apply(lambda x: x.argmax() + 1, raw=True)`,
-    with numpy's argmax (the first NaN wins, else the first extreme) where the window has a finite value."""
+    with numpy's argmax (the first NaN wins, else the first extreme) where the window has a finite
+    value; rows from `first` on."""
     out = _nan_panel(x.shape)
     for s in range(x.shape[1]):
         a, b = lo[s], hi[s]
-        for i in range(b - a):
+        for i in range(max(0, first - a), b - a):
             st = max(0, i - n + 1)
             finite = False
             first_nan = -1
@@ -405,14 +415,4 @@ def qlib_regression(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, window: int, 
                 y_mean = y_sum / nn
                 interp = y_mean - slope * x_mean
                 out[r, s] = val - (slope * window + interp)
-    return out
-
-
-@numba.jit(**_JIT)
-def shift(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
-    """pandas `shift(n)` within each column's rows: the value n rows earlier, NaN before the start."""
-    out = _nan_panel(x.shape)
-    for s in range(x.shape[1]):
-        for r in range(lo[s] + n, hi[s]):
-            out[r, s] = x[r - n, s]
     return out
