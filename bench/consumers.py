@@ -34,6 +34,7 @@ from precompute_assets.consumers import (
     run_backtest,
     trading_calendar,
 )
+from precompute_assets.consumers.loader import load_grid
 from precompute_assets.consumers.strategies import MultiFactor
 from precompute_assets.input.parquet import scan_folder
 from precompute_assets.settings import Settings
@@ -117,9 +118,7 @@ def bench_backtests(settings: Settings, codes: list[str], years: int) -> None:
 def _factor_score(spec: MultiFactor, codes: list[str], end: pd.Timestamp, settings: Settings, stored: bool) -> None:
     """The part of multi_factor the store serves; the rest is the TopkDropout replay, the same both ways."""
     columns = [*spec.columns(), "factor"]
-    spec.score(
-        load_multiple_stocks_with_indicators(codes, None, end, columns, settings=settings, use_precomputed=stored)
-    )
+    spec.score(load_grid(codes, None, end, columns, settings=settings, use_precomputed=stored))
 
 
 def main() -> None:
