@@ -109,16 +109,19 @@ def bench_backtests(settings: Settings, codes: list[str], years: int) -> None:
         print(f"  {name:<14} with store {with_store * 1000:>8.1f} ms   without {without * 1000:>9.1f} ms"
               f"   {without / with_store:>6.1f}x faster with the store")  # fmt: skip
     spec = MultiFactor()
-    score = partial(_factor_score, spec, codes, end, settings)
+    score = partial(_factor_score, spec, codes, calendar[-years * 252 - 1], end, settings)
     with_store, without = best_of(3, partial(score, True)), best_of(2, partial(score, False))
     print(f"  {'of which multi_factor inputs (load + score)':<44} with store {with_store * 1000:>8.1f} ms"
           f"   without {without * 1000:>9.1f} ms   {without / with_store:>6.1f}x")  # fmt: skip
 
 
-def _factor_score(spec: MultiFactor, codes: list[str], end: pd.Timestamp, settings: Settings, stored: bool) -> None:
-    """The part of multi_factor the store serves; the rest is the TopkDropout replay, the same both ways."""
+def _factor_score(
+    spec: MultiFactor, codes: list[str], since: pd.Timestamp, end: pd.Timestamp, settings: Settings, stored: bool
+) -> None:
+    """The part of multi_factor the store serves (its load from the day before the first trade, and the
+    scores); the rest is the TopkDropout replay, the same both ways."""
     columns = [*spec.columns(), "factor"]
-    spec.score(load_grid(codes, None, end, columns, settings=settings, use_precomputed=stored))
+    spec.score(load_grid(codes, since, end, columns, settings=settings, use_precomputed=stored))
 
 
 def main() -> None:
