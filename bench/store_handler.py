@@ -17,7 +17,8 @@ memory than the machine has at that size). Then, unless `--no-dataset`, it build
 processors; `nn`: ProcessInf, ZScoreNorm fitted on train, Fillna, as Qlib's neural-net configs add)
 and prepares its segments as Qlib's model and `SignalRecord` do (train and valid for learning,
 test for inference), reporting the time and the peak resident memory against the same frame size.
-`--stocks N` takes the first N stocks of the store.
+`--dataset-handler qlib` runs Qlib's own `DataHandlerLP` processing and fetching on the same loader
+instead, for comparison. `--stocks N` takes the first N stocks of the store.
 """
 
 from __future__ import annotations
@@ -122,28 +123,38 @@ def segments_of(calendar: pd.DatetimeIndex) -> dict[str, tuple[pd.Timestamp, pd.
 
 
 def report_dataset(
-    codes: list[str], calendar: pd.DatetimeIndex, columns: list[str], processors: str, frame_mib: float
+    codes: list[str], calendar: pd.DatetimeIndex, columns: list[str], processors: str, kind: str, frame_mib: float
 ) -> dict:
-    """A `DatasetH` over `StoreHandler` prepared as a model trains and predicts on it: time and peak RSS."""
+    """A `DatasetH` over `StoreHandler` (or, `kind="qlib"`, Qlib's `DataHandlerLP` on the same loader)
+    prepared as a model trains and predicts on it: time and peak RSS."""
+    from qlib.contrib.data.handler import check_transform_proc
     from qlib.data.dataset import DatasetH
     from qlib.data.dataset.handler import DataHandlerLP
 
-    from precompute_assets.consumers.handler import ALPHA158_INFER_PROCESSORS, StoreHandler
+    from precompute_assets.consumers.handler import (
+        ALPHA158_INFER_PROCESSORS,
+        ALPHA158_LEARN_PROCESSORS,
+        StoreDataLoader,
+        StoreHandler,
+    )
 
     segments = segments_of(calendar)
     infer = NN_INFER_PROCESSORS if processors == "nn" else ALPHA158_INFER_PROCESSORS
+    window = (codes, segments["train"][0], segments["test"][1])
+    fit = (segments["train"][0], segments["train"][1])
     gc.collect()
     before = rss_bytes()
     started = time.perf_counter()
-    handler = StoreHandler(
-        codes,
-        segments["train"][0],
-        segments["test"][1],
-        columns=columns,
-        infer_processors=infer,
-        fit_start_time=segments["train"][0],
-        fit_end_time=segments["train"][1],
-    )
+    if kind == "qlib":
+        handler = DataHandlerLP(
+            *window,
+            data_loader=StoreDataLoader(columns),
+            infer_processors=check_transform_proc(infer, *fit),
+            learn_processors=check_transform_proc(ALPHA158_LEARN_PROCESSORS, *fit),
+        )
+    else:
+        handler = StoreHandler(*window, columns=columns, infer_processors=infer, fit_start_time=fit[0],
+                               fit_end_time=fit[1])  # fmt: skip
     dataset = DatasetH(handler, segments=segments)
     setup = time.perf_counter() - started
     train, valid = dataset.prepare(["train", "valid"], col_set=["feature", "label"], data_key=DataHandlerLP.DK_L)
@@ -151,9 +162,12 @@ def report_dataset(
     seconds = time.perf_counter() - started
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / 2**20
     rows = {name: len(part) for name, part in zip(("train", "valid", "test"), (train, valid, test), strict=True)}
-    print(f"  DatasetH ({processors} processors) set up in {setup:.2f} s, segments prepared by {seconds:.2f} s: {rows}")
+    name = type(handler).__name__
+    print(f"  DatasetH over {name} ({processors} processors) set up in {setup:.2f} s,"
+          f" segments prepared by {seconds:.2f} s: {rows}")  # fmt: skip
     print(f"  peak resident memory added by DatasetH {peak:.0f} MiB: {peak / frame_mib:.2f}x the frame")
     return {
+        "handler": type(handler).__name__,
         "processors": processors,
         "segments": {k: [str(v[0].date()), str(v[1].date())] for k, v in segments.items()},
         "rows": rows,
@@ -176,6 +190,7 @@ def main() -> None:
     parser.add_argument("--stocks", type=int, help="only the first N stocks of the store")
     parser.add_argument("--no-dataset", action="store_true", help="full market: skip the DatasetH")
     parser.add_argument("--processors", choices=("alpha158", "nn"), default="alpha158")
+    parser.add_argument("--dataset-handler", choices=("store", "qlib"), default="store")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "store_handler.json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -195,7 +210,9 @@ def main() -> None:
             if not args.no_dataset:
                 frame_mib = results["peak_memory"]["frame_mib"]
                 calendar = pd.DatetimeIndex(D.calendar(args.start, args.end))
-                results["dataset"] = report_dataset(codes, calendar, ours.columns, args.processors, frame_mib)
+                results["dataset"] = report_dataset(
+                    codes, calendar, ours.columns, args.processors, args.dataset_handler, frame_mib
+                )
                 args.json.write_text(json.dumps(results, indent=2))
             return
         wide = StoreDataLoader(every, settings)
