@@ -154,3 +154,41 @@ def test_same_predictions_as_the_loader_path(store: Settings, tmp_path, monkeypa
             predictions.append(model.predict(dataset, "test"))
     assert predictions[0].std() > 0
     pd.testing.assert_series_equal(predictions[0], predictions[1])
+
+
+WRITING_INFER = [{"class": "ZScoreNorm"}, {"class": "Fillna"}]  # Qlib's ProcessInf too, but it takes minutes here
+
+
+@pytest.mark.parametrize(
+    ("infer", "process_type", "drop_raw"),
+    [
+        (ALPHA158_INFER_PROCESSORS, DataHandlerLP.PTYPE_A, False),
+        (WRITING_INFER, DataHandlerLP.PTYPE_A, True),
+        (WRITING_INFER, DataHandlerLP.PTYPE_I, True),
+    ],
+)
+def test_processing_and_segments_equal_qlibs(store: Settings, infer: list, process_type: str, drop_raw: bool) -> None:
+    """StoreHandler's own `process_data` and `fetch` (fewer copies, views of date ranges) against Qlib's
+    `DataHandlerLP` on the same loader, the same processors and the same segments; the raw frame is
+    untouched when kept."""
+    names, _ = _alpha_names()
+    options = {"process_type": process_type, "drop_raw": drop_raw}
+    processors = {"infer_processors": infer, "learn_processors": ALPHA158_LEARN_PROCESSORS}
+    fitted = {key: _fitted(value) for key, value in processors.items()}
+    with kept_qlib_config():
+        init_store_qlib(store.qlib_data_path)
+        ours = StoreHandler(list(CODES), START, END, names, settings=store, **options, **processors, **FIT)
+        qlib = DataHandlerLP(list(CODES), START, END, ours.data_loader, **options, **fitted)
+        raw = ours.data_loader.load(list(CODES), START, END)
+        kept = StoreHandler(list(CODES), START, END, names, settings=store, **processors, **FIT)
+        pd.testing.assert_frame_equal(kept._data, raw)  # processing left the raw frame as loaded
+        assert drop_raw == (not hasattr(ours, "_data"))
+        for key in (DataHandlerLP.DK_I, DataHandlerLP.DK_L):
+            pd.testing.assert_frame_equal(ours.fetch(data_key=key), qlib.fetch(data_key=key))
+        datasets = [DatasetH(handler, SEGMENTS) for handler in (ours, qlib)]
+        for col_set in (DataHandlerLP.CS_ALL, "feature", ["feature", "label"]):
+            for key in (DataHandlerLP.DK_I, DataHandlerLP.DK_L):
+                got, want = (d.prepare(list(SEGMENTS), col_set=col_set, data_key=key) for d in datasets)
+                for segment, a, b in zip(SEGMENTS, got, want, strict=True):
+                    assert len(a) > 0, segment
+                    pd.testing.assert_frame_equal(a, b, obj=f"{segment} {col_set} {key}")

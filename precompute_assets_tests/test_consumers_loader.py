@@ -21,6 +21,7 @@ from precompute_assets.consumers import (
     load_multiple_stocks_with_indicators,
     load_stock_data_with_indicators,
 )
+from precompute_assets.consumers.loader import load_grid
 from precompute_assets.consumers.qlib_session import init_store_qlib, kept_qlib_config
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.settings import Settings
@@ -136,3 +137,49 @@ def test_store_older_than_its_input(tmp_path) -> None:
     assert frame.attrs["store_stale"] and "not in the store (input is newer)" in frame.attrs["reason"]
     inside = load_stock_data_with_indicators("SH600000", "2021-01-01", "2021-06-30", ["RSI14"], settings=old)
     assert inside.attrs["computed"] == [] and inside.attrs["store_stale"]
+
+
+GRID_COLUMNS = ["RSI14", "alpha_016", "alpha_091", "momentum_20d", "factor"]
+
+
+def bin_file_grid(settings: Settings, codes: list[str], fields: list[str], start: str, end: str) -> dict:
+    """(calendar days of [start, end], {field: (days, stocks) array}) read with numpy alone."""
+    root = settings.qlib_data_path
+    calendar = pd.DatetimeIndex(pd.read_csv(root / "calendars" / "day.txt", header=None)[0])
+    days = (calendar >= start) & (calendar <= end)
+    out = {}
+    for name in fields:
+        full = np.full((len(calendar), len(codes)), np.nan, dtype=np.float32)
+        for j, code in enumerate(codes):
+            data = np.fromfile(root / "features" / code.lower() / f"{name.lower()}.day.bin", dtype="<f4")
+            first = int(data[0])
+            full[first : first + len(data) - 1, j] = data[1:]
+        out[name] = full[days]
+    return calendar[days], out
+
+
+def assert_grid_equals(grid, calendar: pd.DatetimeIndex, expected: dict) -> None:
+    np.testing.assert_array_equal(grid.calendar, calendar)
+    assert grid.codes == sorted(CODES) and list(grid.columns) == PRICES + GRID_COLUMNS
+    for name, values in expected.items():
+        np.testing.assert_array_equal(grid.columns[name], values, err_msg=name)
+
+
+def test_grid_is_the_bin_files_values(store: Settings) -> None:
+    calendar, expected = bin_file_grid(store, sorted(CODES), PRICES + GRID_COLUMNS, *WINDOW)
+    grid = load_grid(list(reversed(CODES)), *WINDOW, GRID_COLUMNS, settings=store)
+    assert_grid_equals(grid, calendar, expected)
+    assert all(s["computed"] == [] and s["from_store"] == PRICES + GRID_COLUMNS for s in grid.sources.values())
+    computed = load_grid(CODES, *WINDOW, GRID_COLUMNS, settings=store, use_precomputed=False)
+    assert_grid_equals(computed, calendar, expected)
+    assert all(s["from_store"] == [] for s in computed.sources.values())
+
+
+def test_grid_computes_a_deleted_column_file(store: Settings, tmp_path) -> None:
+    calendar, expected = bin_file_grid(store, sorted(CODES), PRICES + GRID_COLUMNS, *WINDOW)
+    damaged = store_copy(store, tmp_path)
+    StoreLayout(damaged.qlib_data_path).bin_path("SZ000792", "alpha_016").unlink()
+    grid = load_grid(CODES, *WINDOW, GRID_COLUMNS, settings=damaged)
+    assert_grid_equals(grid, calendar, expected)
+    assert grid.sources["SZ000792"]["computed"] == ["alpha_016"]
+    assert grid.sources["SH600000"]["computed"] == []

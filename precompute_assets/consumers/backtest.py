@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from precompute_assets.consumers.loader import load_multiple_stocks_with_indicators, trading_calendar
+from precompute_assets.consumers.loader import (
+    grid_of_frames,
+    load_grid,
+    load_multiple_stocks_with_indicators,
+    trading_calendar,
+)
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.metrics import performance
 from precompute_assets.consumers.portfolio import Simulation, simulate
@@ -74,23 +79,47 @@ def run_backtest(
     registry = load_registry()
     columns = [name for name in spec.columns() if name in registry] + ["factor"]
     qlib_codes = sorted({canonical_code(c) for c in codes})  # the order of codes must not change a float
-    frames = load_multiple_stocks_with_indicators(
-        qlib_codes, None, end, columns, settings=settings, use_precomputed=use_precomputed
-    )
-    sources = {code: frame.attrs for code, frame in frames.items()}
-    for frame in frames.values():
-        frame.attrs = {}  # pandas deep-copies attrs on every operation; the signals do many
     start, end = pd.Timestamp(start), pd.Timestamp(end)
     if isinstance(spec, MultiFactor) and engine == "replay":
-        market = Market.from_frames(frames, trading_calendar(settings), rules)
-        simulation = run_topk_dropout(spec.score(frames), market, start, end, rules, cash, spec.topk, spec.n_drop)
-    elif isinstance(spec, MultiFactor):
-        simulation = _qlib_multi_factor(spec, frames, sources, settings, start, end, rules, cash)
+        simulation, sources = _replay_multi_factor(
+            spec, qlib_codes, columns, settings, use_precomputed, start, end, rules, cash
+        )
     else:
-        wanted = {code: spec.signal(frame) for code, frame in frames.items()}
-        simulation = simulate(frames, wanted, rules, cash, start, end)
+        frames = load_multiple_stocks_with_indicators(
+            qlib_codes, None, end, columns, settings=settings, use_precomputed=use_precomputed
+        )
+        sources = {code: frame.attrs for code, frame in frames.items()}
+        for frame in frames.values():
+            frame.attrs = {}  # pandas deep-copies attrs on every operation; the signals do many
+        if isinstance(spec, MultiFactor):
+            simulation = _qlib_multi_factor(spec, frames, sources, settings, start, end, rules, cash)
+        else:
+            wanted = {code: spec.signal(frame) for code, frame in frames.items()}
+            simulation = simulate(frames, wanted, rules, cash, start, end)
     metrics = performance(simulation.equity, simulation.trades, cash)
     return BacktestResult(strategy, simulation.equity, simulation.trades, metrics, sources)
+
+
+def _replay_multi_factor(
+    spec: MultiFactor,
+    codes: list[str],
+    columns: list[str],
+    settings: Settings,
+    use_precomputed: bool,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    rules: MarketRules,
+    cash: float,
+) -> tuple[Simulation, dict[str, dict]]:
+    """The replay, loading the days it trades and the one before (its scores, and the close that limits
+    compare with): a score is one day's cross-section, so no earlier day changes a fill."""
+    calendar = trading_calendar(settings)
+    first = max(int(calendar.searchsorted(start, "left")) - 1, 0)
+    since = calendar[first] if len(calendar) else None
+    grid = load_grid(codes, since, end, columns, settings=settings, use_precomputed=use_precomputed)
+    continues = len(grid.calendar) > 0 and grid.calendar[-1] < calendar[-1]
+    market = Market.from_grid(grid, rules, continues=continues)
+    return run_topk_dropout(spec.score(grid), market, start, end, rules, cash, spec.topk, spec.n_drop), grid.sources
 
 
 def _qlib_multi_factor(
@@ -104,8 +133,11 @@ def _qlib_multi_factor(
     cash: float,
 ) -> Simulation:
     """Qlib reads prices from the store when they came from it, else from the frames staged for it."""
+    calendar = trading_calendar(settings)
+    grid = grid_of_frames(frames, calendar, spec.columns())
+    scores = pd.DataFrame(spec.score(grid), index=calendar, columns=grid.codes)
     args = (start, end, rules, cash, spec.topk, spec.n_drop)
     if all(set(PRICE_FIELDS) <= set(sources[code].get("from_store", [])) for code in frames):
-        return qlib_topk_dropout(spec.score(frames), frames, settings.qlib_data_path, *args)
-    with staged_qlib_dir(frames, trading_calendar(settings), PRICE_FIELDS) as root:
-        return qlib_topk_dropout(spec.score(frames), frames, root, *args)
+        return qlib_topk_dropout(scores, frames, settings.qlib_data_path, *args)
+    with staged_qlib_dir(frames, calendar, PRICE_FIELDS) as root:
+        return qlib_topk_dropout(scores, frames, root, *args)

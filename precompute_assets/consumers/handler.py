@@ -26,6 +26,7 @@ from qlib.contrib.data.handler import Alpha158, check_transform_proc
 from qlib.data import D
 from qlib.data.dataset.handler import DataHandlerLP
 from qlib.data.dataset.loader import QlibDataLoader
+from qlib.data.dataset.processor import DropnaProcessor
 
 from precompute_assets.consumers.loader import load_multiple_stocks_with_indicators
 from precompute_assets.indicators.catalog import load_registry
@@ -128,6 +129,113 @@ class StoreHandler(DataHandlerLP):
             process_type=process_type,
             **kwargs,
         )
+
+    def process_data(self, with_fit: bool = False) -> None:
+        """`DataHandlerLP.process_data`'s flow, processors and fits, with fewer whole-frame copies.
+
+        Qlib copies a frame before every processor list that has a writing processor, even when an
+        earlier processor already returned new data (`DropnaLabel` does), and it processes a copy of
+        the raw frame even with `drop_raw=True`, which its docs say works in place. Here a frame is
+        copied only before a processor that would write into a frame someone else still reads; with
+        `drop_raw=True` the raw frame itself is processed (and then dropped). The frames equal
+        Qlib's; at full market that is the difference between fitting in memory or not.
+        """
+        shared = _run_processors(self._data, self.shared_processors, with_fit, True, own=self.drop_raw)
+        # infer may write into the shared frame when no one reads it after: learn starts from infer's
+        # output (PTYPE_A, not PTYPE_I) and the shared frame is not a raw frame that is kept
+        writable = self.process_type == self.PTYPE_A and (shared is not self._data or self.drop_raw)
+        self._infer = _run_processors(shared, self.infer_processors, with_fit, True, own=writable)
+        if self.process_type == self.PTYPE_I:
+            base = shared
+        elif self.process_type == self.PTYPE_A:
+            base = self._infer
+        else:
+            raise NotImplementedError(f"process_type {self.process_type!r} is not supported")
+        self._learn = _run_processors(base, self.learn_processors, with_fit, False, own=False)
+        if self.drop_raw:
+            del self._data
+
+    def _fetch_data(
+        self,
+        data_storage: object,
+        selector: object = slice(None, None),
+        level: str | int = "datetime",
+        col_set: str | list[str] = DataHandlerLP.CS_ALL,
+        squeeze: bool = False,
+        proc_func: object = None,
+    ) -> pd.DataFrame:
+        """A date range of one or more column groups as a view of the frame (Qlib's `fetch_orig`, the
+        default: "return the original data instead of copy if possible"); other requests go to Qlib."""
+        view = _date_range_view(data_storage, selector, level, col_set) if self.fetch_orig and not squeeze else None
+        if view is None or proc_func is not None:
+            return super()._fetch_data(data_storage, selector, level, col_set, squeeze, proc_func)
+        return view
+
+
+def _run_processors(df: pd.DataFrame, processors: list, with_fit: bool, for_infer: bool, own: bool) -> pd.DataFrame:
+    """Qlib's `DataHandlerLP._run_proc_l`, copying `df` before the first writing processor unless the
+    frame is `own` (no one else reads it) or an earlier processor returned new data (a dropna)."""
+    for processor in processors:
+        if for_infer and not processor.is_for_infer():
+            raise TypeError("Only processors usable for inference can be used in `infer_processors` ")
+        if not own and not processor.readonly():
+            df, own = df.copy(), True
+        if with_fit:
+            processor.fit(df)
+        df = processor(df)
+        own = own or isinstance(processor, DropnaProcessor)  # dropna returns new data, never a view
+    return df
+
+
+def _date_range_view(df: object, selector: object, level: str | int, col_set: str | list[str]) -> pd.DataFrame | None:
+    """`df`'s rows of a date slice and its columns of `col_set`, as a view, when the frame is sorted by
+    datetime first and the groups are contiguous columns; None otherwise."""
+    if isinstance(selector, (tuple, list)) and len(selector) == 2:
+        selector = slice(*selector)  # as Qlib reads a pair
+    if not (
+        isinstance(df, pd.DataFrame)
+        and isinstance(df.index, pd.MultiIndex)
+        and isinstance(df.columns, pd.MultiIndex)
+        and df.index.names[0] == "datetime"
+        and level in ("datetime", 0)
+        and isinstance(selector, slice)
+        and selector.step is None
+        and col_set != DataHandlerLP.CS_RAW
+    ):
+        return None
+    groups = df.columns.get_level_values(0)
+    if col_set == DataHandlerLP.CS_ALL:
+        wanted = list(dict.fromkeys(groups))
+    else:
+        wanted = [col_set] if isinstance(col_set, str) else list(col_set)
+    columns = np.flatnonzero(groups.isin(wanted))
+    if (
+        not len(columns)
+        or columns[-1] - columns[0] + 1 != len(columns)
+        or list(dict.fromkeys(groups[columns])) != wanted
+    ):
+        return None
+    dates, codes = df.index.levels[0], df.index.codes[0]
+    if not (dates.is_monotonic_increasing and (len(codes) < 2 or (codes[1:] >= codes[:-1]).all())):
+        return None
+    lo = 0 if selector.start is None else _first_row(codes, dates.searchsorted(pd.Timestamp(selector.start), "left"))
+    hi = (
+        len(codes)
+        if selector.stop is None
+        else _first_row(codes, dates.searchsorted(pd.Timestamp(selector.stop), "right"))
+    )
+    view = df.iloc[lo:hi]  # rows first: a row slice of each block is a view, a column slice across blocks is not
+    if len(columns) < len(df.columns):
+        view = view.iloc[:, columns[0] : columns[-1] + 1]
+    if col_set == DataHandlerLP.CS_ALL or isinstance(col_set, str):  # one column level, as Qlib gives them
+        view = view.copy(deep=False)  # `droplevel` would copy the data
+        view.columns = view.columns.droplevel(0)
+    return view
+
+
+def _first_row(codes: np.ndarray, date_code: int) -> int:
+    """The first row whose date code is at least `date_code` (rows sorted by date)."""
+    return int(np.searchsorted(codes, date_code, "left"))
 
 
 def _store_field(name: str) -> str:

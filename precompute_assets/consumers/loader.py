@@ -1,6 +1,7 @@
 """Load stocks with indicators: read the store's bin files, compute only what the store lacks.
 
-Fast path: `StoreReader` reads each field's file whole, aligned to the store calendar, two stocks at a time.
+Fast path: `StoreReader` reads each field's file whole, aligned to the store calendar, two stocks at a time;
+`load_grid` gives the same values as one (dates, stocks) array per column, for cross-sectional work.
 Fallback: a missing store, stock, column file or date range is computed from the parquet input by
 `fallback.compute_fields` (the precompute's own code and rounding), so both paths give identical
 frames. Each frame's `attrs` says which columns came from where and why; a log line says it too.
@@ -12,7 +13,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
+import numpy as np
 import pandas as pd
 
 from precompute_assets.consumers.fallback import Computed, compute_fields
@@ -24,7 +27,7 @@ from precompute_assets.input.parquet import read_dates
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import ALL_BASE_FIELDS
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.reader import StoreReader, cached_reader
+from precompute_assets.store.reader import StoreReader, cached_reader, read_grid
 from precompute_assets.store.stock_commit import read_stock_meta
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,89 @@ def load_multiple_stocks_with_indicators(
         if code not in frames:
             log.error("%s: not loaded: %s", code, "; ".join(messages))
     return frames
+
+
+@dataclass
+class StockGrid:
+    """Columns of many stocks over a window of the trading calendar (`calendar`, every trading day in it):
+    `columns[name]` is a (dates, stocks) float32 array, NaN where a stock has no value; `sources` is per
+    stock the `attrs` its loaded frame carries."""
+
+    calendar: pd.DatetimeIndex
+    codes: list[str]
+    columns: dict[str, np.ndarray]
+    sources: dict[str, dict]
+
+
+def load_grid(
+    codes: Iterable[str],
+    start: Date = None,
+    end: Date = None,
+    indicators: Sequence[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    use_precomputed: bool = True,
+) -> StockGrid:
+    """The columns `load_multiple_stocks_with_indicators` gives (same values, same fallback), as arrays
+    over the `trading_calendar` days of [start, end], stocks by canonical code in code order.
+
+    A current store is read straight into the arrays (`store.reader.read_grid`); the stocks it lacks,
+    or lacks a column of, go through the loader (store where it can, computed otherwise). Without a
+    store, with a stale one (its calendar may lag the input's) or with `use_precomputed=False`, every
+    stock goes through the loader.
+    """
+    settings = settings or Settings.from_env()
+    columns = resolve_columns(indicators)
+    qlib_codes = sorted({canonical_code(code) for code in codes})
+    reader = _reader(StoreLayout(settings.qlib_data_path))
+    fresh = reader is not None and use_precomputed
+    freshness = check_freshness(settings, input_state(settings.parquet_data_path)) if fresh else None
+    load = partial(load_multiple_stocks_with_indicators, start=start, end=end, indicators=indicators, settings=settings)
+    if reader is None or freshness is None or freshness.stale:
+        frames = load(qlib_codes, use_precomputed=use_precomputed)
+        calendar = trading_calendar(settings)
+        window = calendar[
+            calendar.slice_indexer(pd.Timestamp(start) if start else None, pd.Timestamp(end) if end else None)
+        ]
+        return grid_of_frames(frames, window, list(columns))
+    stored = read_grid(reader, qlib_codes, list(columns.values()), start, end)
+    incomplete = sorted(set(stored.absent) | {code for code, _ in stored.missing})
+    frames = load(incomplete) if incomplete else {}
+    kept = [j for j, code in enumerate(stored.codes) if code not in incomplete or code in frames]
+    values = stored.values if len(kept) == len(stored.codes) else stored.values[:, :, kept]
+    grid = StockGrid(
+        stored.calendar,
+        [stored.codes[j] for j in kept],
+        dict(zip(columns, values, strict=True)),
+        {code: _attrs(_Plan(code, list(columns.values())), columns, freshness, []) for code in stored.codes},
+    )
+    for code, frame in frames.items():
+        _put(grid, grid.codes.index(code), frame)
+        grid.sources[code] = frame.attrs
+    grid.sources = {code: grid.sources[code] for code in grid.codes}
+    return grid
+
+
+def grid_of_frames(frames: dict[str, pd.DataFrame], calendar: pd.DatetimeIndex, columns: list[str]) -> StockGrid:
+    """Loaded frames (dates on `calendar`) as a `StockGrid` of `columns`."""
+    codes = sorted(frames)
+    values = np.full((len(columns), len(calendar), len(codes)), np.nan, dtype=np.float32)
+    grid = StockGrid(calendar, codes, dict(zip(columns, values, strict=True)), {})
+    for j, code in enumerate(codes):
+        _put(grid, j, frames[code])
+        grid.sources[code] = frames[code].attrs
+    return grid
+
+
+def _put(grid: StockGrid, j: int, frame: pd.DataFrame) -> None:
+    """Stock `j`'s columns, all of them, from its frame."""
+    rows = grid.calendar.get_indexer(frame.index)
+    if (rows < 0).any():
+        raise ValueError(f"{grid.codes[j]}: dates outside the trading calendar")
+    block = frame[list(grid.columns)].to_numpy(np.float32)
+    for k, values in enumerate(grid.columns.values()):
+        values[:, j] = np.nan
+        values[rows, j] = block[:, k]
 
 
 def trading_calendar(settings: Settings | None = None) -> pd.DatetimeIndex:

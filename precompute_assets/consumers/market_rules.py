@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -31,16 +30,16 @@ class MarketRules:
         rate = self.commission + (self.stamp_duty if sell else 0.0)
         return max(value * rate, self.min_cost)
 
-    def tradable(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(can buy, can sell) per row of a stock's frame with `close` and `volume`.
+    def tradable(self, close: np.ndarray, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(can buy, can sell) per day of `close` and `volume`: one stock's days, or (days, stocks) arrays,
+        consecutive trading days along the first axis.
 
-        The change is computed in the frame's float32, as Qlib's expression engine computes it.
+        The change is computed in the store's float32, as Qlib's expression engine computes it.
         """
-        close = frame["close"].to_numpy()
         change = np.full_like(close, np.nan)
-        change[1:] = close[1:] / close[:-1] - 1
-        open_market = (frame["volume"].to_numpy() > 0) & np.isfinite(close)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            change[1:] = close[1:] / close[:-1] - 1
+            open_market = (volume > 0) & np.isfinite(close)
             return open_market & ~(change >= self.limit_threshold), open_market & ~(change <= -self.limit_threshold)
 
     def qlib_exchange_kwargs(self) -> dict[str, object]:

@@ -46,7 +46,9 @@ def simulate(
     for code, frame in frames.items():
         want = wanted[code].reindex(frame.index, fill_value=False).to_numpy(bool)
         execute = np.concatenate([[False], want[:-1]])
-        can_buy, can_sell = rules.tradable(frame)  # on the whole frame: the window's first day has a previous close
+        can_buy, can_sell = rules.tradable(
+            frame["close"].to_numpy(), frame["volume"].to_numpy()
+        )  # on the whole frame: the window's first day has a previous close
         window = slice(frame.index.searchsorted(start, "left"), frame.index.searchsorted(end, "right"))
         price = frame["close"].to_numpy(np.float64)[window]
         lot = rules.lot / frame["factor"].to_numpy(np.float64)[window]

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import talib
 
+from precompute_assets.consumers.loader import StockGrid
 from precompute_assets.indicators.catalog import load_registry
 
 
@@ -144,14 +145,26 @@ class MultiFactor:
         registry = load_registry()
         return [registry.get(name).name for name in self.factors]
 
-    def score(self, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-        """Score per (date, stock): the weighted sum of the z-scores a stock has that day (NaN: none)."""
-        parts = []
+    def score(self, grid: StockGrid) -> np.ndarray:
+        """Score per (day, stock) of the grid: the weighted sum of the z-scores a stock has that day (NaN:
+        none). A z-score is against the day's mean and sample std (ddof 1) of the stocks with a value;
+        none on a day with fewer than two such stocks or no spread."""
+        total = np.zeros((len(grid.calendar), len(grid.codes)))
+        scored = np.zeros(total.shape, dtype=bool)
         for column, weight in zip(self.columns(), self.factors.values(), strict=True):
-            panel = pd.DataFrame({code: frame[column] for code, frame in frames.items()}).astype(np.float64)
-            std = panel.std(axis=1)
-            parts.append(panel.sub(panel.mean(axis=1), axis=0).div(std.where(std > 0), axis=0) * weight)
-        return sum(p.fillna(0.0) for p in parts).where(sum(p.notna() for p in parts) > 0)
+            values = grid.columns[column].astype(np.float64)
+            valid = ~np.isnan(values)
+            count = valid.sum(axis=1, keepdims=True)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = np.where(valid, values, 0.0).sum(axis=1, keepdims=True) / count
+                deviation = values - mean
+                variance = np.where(valid, deviation * deviation, 0.0).sum(axis=1, keepdims=True) / (count - 1)
+                std = np.where((count > 1) & (variance > 0), np.sqrt(variance), np.nan)
+                z = deviation / std * weight
+            has = ~np.isnan(z)
+            total += np.where(has, z, 0.0)
+            scored |= has
+        return np.where(scored, total, np.nan)
 
 
 STRATEGIES: dict[str, type] = {

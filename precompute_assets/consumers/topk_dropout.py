@@ -21,12 +21,12 @@ the last bits of a sum may differ from a Qlib run; held stocks without a score r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from precompute_assets.consumers.loader import StockGrid
 from precompute_assets.consumers.market_rules import MarketRules
 from precompute_assets.consumers.portfolio import TRADE_COLUMNS, Simulation
 
@@ -44,26 +44,20 @@ class Market:
     can_buy: np.ndarray
     can_sell: np.ndarray
 
+    continues: bool
+    """Whether the trading calendar has a day after `calendar[-1]` (a day's orders need the next day)."""
+
     @classmethod
-    def from_frames(cls, frames: Mapping[str, pd.DataFrame], calendar: pd.DatetimeIndex, rules: MarketRules) -> Market:
-        """Frames with close, volume and factor; days a stock has no row are suspended days."""
-        codes = sorted(frames)
-        shape = (len(calendar), len(codes))
-        close, factor = np.full(shape, np.nan), np.full(shape, np.nan)
-        can_buy, can_sell = np.zeros(shape, bool), np.zeros(shape, bool)
-        for j, code in enumerate(codes):
-            frame = frames[code]
-            rows = calendar.get_indexer(frame.index)
-            if (rows < 0).any():
-                raise ValueError(f"{code}: dates outside the trading calendar")
-            close[rows, j] = frame["close"].to_numpy(np.float64)
-            factor[rows, j] = frame["factor"].to_numpy(np.float64)
-            can_buy[rows, j], can_sell[rows, j] = rules.tradable(frame)
-        return cls(calendar, codes, close, factor, can_buy, can_sell)
+    def from_grid(cls, grid: StockGrid, rules: MarketRules, continues: bool) -> Market:
+        """A grid with close, volume and factor; days a stock has no close are suspended days."""
+        close = grid.columns["close"]
+        can_buy, can_sell = rules.tradable(close, grid.columns["volume"])
+        factor = grid.columns["factor"].astype(np.float64)
+        return cls(grid.calendar, list(grid.codes), close.astype(np.float64), factor, can_buy, can_sell, continues)
 
 
 def run_topk_dropout(
-    scores: pd.DataFrame,
+    scores: np.ndarray,
     market: Market,
     start: pd.Timestamp,
     end: pd.Timestamp,
@@ -72,18 +66,19 @@ def run_topk_dropout(
     topk: int,
     n_drop: int,
 ) -> Simulation:
-    """Trade the days of [start, end] that have a next day; `scores` is (date x code), NaN for none."""
+    """Trade the days of [start, end] that have a next day; `scores` is (day x stock) on the market's
+    calendar and codes, NaN for none."""
     first = int(market.calendar.searchsorted(start, "left"))
-    stop = min(int(market.calendar.searchsorted(end, "right")), len(market.calendar) - 1)  # each day needs a next
+    last = len(market.calendar) - (0 if market.continues else 1)  # each day needs a next
+    stop = min(int(market.calendar.searchsorted(end, "right")), last)
     days = range(first, max(stop, first))
-    grid = scores.reindex(index=market.calendar, columns=market.codes).to_numpy(np.float64)
     window = slice(days.start, days.stop)
     by_lots = not (np.isnan(market.factor[window]) & ~np.isnan(market.close[window])).any()  # else Qlib ignores lots
     book = _Book(rules, cash, by_lots)
     equity = np.empty(len(days))
     for k, day in enumerate(days):
         if day > 0:
-            book.trade(market, day, grid[day - 1], topk, n_drop)
+            book.trade(market, day, scores[day - 1], topk, n_drop)
         book.mark(market, day)
         equity[k] = book.value()
     index = market.calendar[window].rename("date")

@@ -1,6 +1,7 @@
 """Fast reads straight from the bin files (no Qlib), aligned to the store calendar: the one read path of
-the loader (`StoreReader.read`, per stock), `StoreHandler` (`read_panel`, Qlib's panel layout) and
-the `D.features` provider (`window`)."""
+the loader (`StoreReader.read`, per stock), `StoreHandler` (`read_panel`, Qlib's panel layout), the
+cross-sectional backtests (`read_grid`, one (dates, stocks) array per field) and the `D.features`
+provider (`window`)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,60 @@ def window(data: np.ndarray, lo: int | None, hi: int | None) -> tuple[int, np.nd
     lo = first if lo is None else max(int(lo), first)
     hi = first + len(values) - 1 if hi is None else min(int(hi), first + len(values) - 1)
     return lo, values[lo - first : max(hi, lo - 1) - first + 1]
+
+
+@dataclass
+class Grid:
+    """Fields of many stocks over a window of the store calendar (`calendar`, every trading day in it):
+    `values[k]` is `fields[k]` as a (dates, stocks) float32 array, NaN where a stock has no value.
+    `missing` lists the (code, field) pairs whose file the store lacks, `absent` the codes it has no
+    folder for."""
+
+    calendar: pd.DatetimeIndex
+    codes: list[str]
+    fields: list[str]
+    values: np.ndarray
+    missing: list[tuple[str, str]]
+    absent: list[str]
+
+
+def read_grid(
+    reader: StoreReader,
+    codes: Sequence[str],
+    fields: Sequence[str],
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    *,
+    threads: int = 2,
+) -> Grid:
+    """Read `fields` of `codes` (sorted) on the calendar days of [start, end] into one preallocated
+    (fields, dates, stocks) block, each file's values written straight into its stock's column."""
+    codes = sorted(dict.fromkeys(codes))
+    lo, hi = reader._window(0, len(reader.calendar) - 1, start, end)
+    directories = [str(reader.layout.stock_dir(code)) for code in codes]
+    absent = [code for code, directory in zip(codes, directories, strict=True) if not os.path.isdir(directory)]
+    values = np.full((len(fields), hi - lo + 1, len(codes)), np.nan, dtype=np.float32)
+    missing: list[tuple[str, str]] = []
+    skipped = set(absent)
+
+    def fill_field(k: int, name: str) -> None:
+        block, file_name = values[k], f"{name.lower()}{BIN_SUFFIX}"
+        for j, (code, directory) in enumerate(zip(codes, directories, strict=True)):
+            if code in skipped:
+                continue
+            try:
+                data = read_raw(os.path.join(directory, file_name))
+            except FileNotFoundError:
+                missing.append((code, name))
+                continue
+            if data.size < 2:
+                continue
+            first, part = window(data, lo, hi)
+            block[first - lo : first - lo + len(part), j] = part
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # file reads release the GIL
+        list(pool.map(fill_field, range(len(fields)), fields))
+    return Grid(reader.calendar[lo : hi + 1], codes, list(fields), values, sorted(missing), absent)
 
 
 @dataclass
