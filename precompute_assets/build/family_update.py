@@ -18,7 +18,14 @@ import pandas as pd
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.compute import compute_family
 from precompute_assets.indicators.expressions import panel_engine
-from precompute_assets.indicators.families.base import FamilyResult, compute_per_stock, last_finite, valid_rows
+from precompute_assets.indicators.families.base import (
+    FamilyResult,
+    compute_per_stock,
+    last_finite,
+    takes_panels,
+    valid_rows,
+)
+from precompute_assets.indicators.families.panel_tails import panel_tails
 from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import Indicator
 
@@ -73,11 +80,39 @@ def compute_family_update(
         if appended and fresh:
             _merge(result, _compute_tails(family, bars_by_code, calendar, appended, fresh))
     order = [i.name for i in indicators]
-    result.frames = {c: f.reindex(columns=[n for n in order if n in f]) for c, f in result.frames.items()}
+    for code, frame in result.frames.items():
+        columns = [n for n in order if n in frame]
+        if list(frame.columns) != columns:
+            result.frames[code] = frame.reindex(columns=columns)
     return result
 
 
 def _compute_tails(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    calendar: pd.DatetimeIndex,
+    appended: Mapping[str, StockUpdate],
+    indicators: Sequence[Indicator],
+) -> FamilyResult:
+    """The appended days: `on_panels` computes for all stocks at once, each from its own history need;
+    the others (and stocks too short for a panel) on a frame per stock cut at the longest need."""
+    on_panels = [i for i in indicators if i.expression is None and takes_panels(i.compute)]
+    if not on_panels:
+        return _frame_tails(family, bars_by_code, calendar, appended, indicators)
+    needs = {i.name: history_need(i) for i in on_panels}
+    new_from = {c: u.new_from for c, u in appended.items()}
+    result, short = panel_tails(
+        family, bars_by_code, new_from, on_panels, needs, {c: u.carry for c, u in appended.items()}
+    )
+    others = [i for i in indicators if i.name not in needs]
+    if others:
+        _merge(result, _frame_tails(family, bars_by_code, calendar, appended, others))
+    if short:
+        _merge(result, _frame_tails(family, bars_by_code, calendar, {c: appended[c] for c in short}, on_panels))
+    return result
+
+
+def _frame_tails(
     family: str,
     bars_by_code: Mapping[str, pd.DataFrame],
     calendar: pd.DatetimeIndex,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -144,16 +145,62 @@ def compute_per_stock(
 
 
 # --- array helpers for the built-in computes: numpy per column, pandas only for its rolling windows ----
+#
+# Each helper takes one stock's bars (a frame, columns as 1-D arrays) or a panel (`Panel`: each field as
+# a rows x stocks array, one column per stock), so a compute marked `on_panels` written with them runs
+# on either: a frame per stock for a build, every stock of a run at once for a daily update's tails.
+
+Panel = Mapping[str, np.ndarray]
+"""Each required field as a (rows, stocks) float64 array, one stock's valid rows per column."""
+
+Bars = pd.DataFrame | Panel
+"""What a compute marked `on_panels` takes: one stock's bars, or a panel of many stocks' rows."""
+
+Column = pd.Series | np.ndarray
+"""What it returns: a column on one stock's dates, or a panel-shaped array."""
 
 
-def column(bars: pd.DataFrame, name: str) -> np.ndarray:
+def on_panels(compute: Callable) -> Callable:
+    """Mark a compute written with these helpers only: it also takes a `Panel` and returns an array
+    (or a tuple of arrays) of the panel's shape, each column the stock's own column."""
+    compute.on_panels = True  # type: ignore[attr-defined]
+    return compute
+
+
+def takes_panels(compute: object) -> bool:
+    """Whether a registered compute (a function, a `partial` of one, or an `Output` of one) is `on_panels`."""
+    if isinstance(compute, Output):
+        compute = compute.fn
+    while isinstance(compute, partial):
+        compute = compute.func
+    return getattr(compute, "on_panels", False)
+
+
+def column(bars: pd.DataFrame | Panel, name: str) -> np.ndarray:
     """One input column as a float64 array: TA-Lib accepts nothing else, and numpy skips pandas' overhead."""
-    return bars[name].to_numpy(np.float64)
+    values = bars[name]
+    return values if isinstance(values, np.ndarray) else values.to_numpy(np.float64)
 
 
-def aligned(values: np.ndarray, bars: pd.DataFrame) -> pd.Series:
-    """A computed column on the dates of the bars it came from."""
-    return pd.Series(values, index=bars.index)
+def aligned(values: np.ndarray, bars: pd.DataFrame | Panel) -> pd.Series | np.ndarray:
+    """A computed column on the dates of the bars it came from (a panel's result stays an array)."""
+    return pd.Series(values, index=bars.index) if isinstance(bars, pd.DataFrame) else values
+
+
+def by_stock(function: Callable[..., object], *inputs: np.ndarray, **params: object) -> np.ndarray | tuple:
+    """A 1-D function (TA-Lib's) of one stock's columns, run on each stock's column of a panel's inputs."""
+    if inputs[0].ndim == 1:
+        return function(*inputs, **params)
+    outputs: list[np.ndarray] | None = None
+    for stock in range(inputs[0].shape[1]):
+        result = function(*(np.ascontiguousarray(x[:, stock]) for x in inputs), **params)
+        columns = result if isinstance(result, tuple) else (result,)
+        if outputs is None:
+            outputs = [np.empty(inputs[0].shape, order="F") for _ in columns]
+        for out, values in zip(outputs, columns, strict=True):
+            out[:, stock] = values
+    assert outputs is not None, "a panel has at least one stock"
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def shifted(values: np.ndarray, n: int) -> np.ndarray:
@@ -164,8 +211,10 @@ def shifted(values: np.ndarray, n: int) -> np.ndarray:
 
 
 def rolling(values: np.ndarray, n: int) -> Rolling:
-    """pandas' rolling window with min_periods = n: its compensated sums and stds define the columns."""
-    return pd.Series(values).rolling(n, min_periods=n)
+    """pandas' rolling window with min_periods = n: its compensated sums and stds define the columns
+    (a panel's columns each on their own, by the same kernel)."""
+    data = pd.Series(values) if values.ndim == 1 else pd.DataFrame(values)
+    return data.rolling(n, min_periods=n)
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
