@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pandas.api.typing import Rolling
+from pandas.api.indexers import BaseIndexer
 
 from precompute_assets.indicators.registry import (
     REGISTRY,
@@ -210,11 +211,40 @@ def shifted(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def rolling(values: np.ndarray, n: int) -> Rolling:
-    """pandas' rolling window with min_periods = n: its compensated sums and stds define the columns
-    (a panel's columns each on their own, by the same kernel)."""
-    data = pd.Series(values) if values.ndim == 1 else pd.DataFrame(values)
-    return data.rolling(n, min_periods=n)
+Statistic = Literal["sum", "mean", "std", "min", "max"]
+
+
+def rolling(values: np.ndarray, n: int, statistic: Statistic) -> np.ndarray:
+    """pandas' rolling `statistic` with min_periods = n: its compensated sums and stds define the columns.
+
+    A panel's columns go through one pandas call, as one series whose windows never cross from one
+    stock into the next (`StockWindows`): pandas starts each stock's windows afresh, as on its own.
+    """
+    if values.ndim == 1:
+        return getattr(pd.Series(values).rolling(n, min_periods=n), statistic)().to_numpy()
+    windows = pd.Series(values.ravel(order="F")).rolling(StockWindows(n, values.shape[0]), min_periods=n)
+    return getattr(windows, statistic)().to_numpy().reshape(values.shape, order="F")
+
+
+class StockWindows(BaseIndexer):
+    """Trailing windows of `n` rows over a panel's columns laid end to end, `height` rows each: a
+    window starts no earlier than its own stock's first row."""
+
+    def __init__(self, n: int, height: int) -> None:
+        super().__init__(window_size=n)
+        self.height = height
+
+    def get_window_bounds(
+        self,
+        num_values: int = 0,
+        min_periods: int | None = None,
+        center: bool | None = None,
+        closed: str | None = None,
+        step: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        end = np.arange(1, num_values + 1, dtype=np.int64)
+        first = (end - 1) // self.height * self.height
+        return np.maximum(first, end - self.window_size), end
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ ADDED = "2026-11-25"
 
 
 def _mean(x: np.ndarray, n: int) -> np.ndarray:
-    return rolling(x, n).mean().to_numpy()
+    return rolling(x, n, "mean")
 
 
 def _returns(bars: Bars, n: int) -> np.ndarray:
@@ -49,8 +49,8 @@ def price_change(bars: Bars, n: int = 1) -> Column:
 @on_panels
 def price_position(bars: Bars, n: int = 20) -> Column:
     """Where close sits in the n-day low..high range, 0..1; NaN on a flat range."""
-    lowest = rolling(column(bars, "low"), n).min().to_numpy()
-    highest = rolling(column(bars, "high"), n).max().to_numpy()
+    lowest = rolling(column(bars, "low"), n, "min")
+    highest = rolling(column(bars, "high"), n, "max")
     return aligned(ratio(column(bars, "close") - lowest, highest - lowest), bars)
 
 
@@ -71,7 +71,7 @@ def volume_ma_ratio(bars: Bars, n: int = 20) -> Column:
 @on_panels
 def volatility(bars: Bars, n: int) -> Column:
     """Sample std (ddof=1) of the daily return over n days, not annualised."""
-    return aligned(rolling(_returns(bars, 1), n).std().to_numpy(), bars)
+    return aligned(rolling(_returns(bars, 1), n, "std"), bars)
 
 
 @on_panels

@@ -55,7 +55,9 @@ def panel_tails(
     for code, first_day in new_from.items():
         bars = bars_by_code[code]
         first_new = int(bars.index.searchsorted(first_day))
-        block = np.column_stack([bars[name].to_numpy(np.float64) for name in REQUIRED])
+        block = bars.to_numpy(np.float64)[
+            :, bars.columns.get_indexer(REQUIRED)
+        ]  # one array: a column at a time costs more
         present = ~np.isnan(block).any(axis=1)  # `valid_rows`, on the one array read here
         valid = np.flatnonzero(present)
         stored = int(np.searchsorted(valid, first_new))
@@ -65,7 +67,7 @@ def panel_tails(
         new_valid = present[first_new:]
         tail = _Tail(code, valid[stored - longest :], bars.index[first_new:], new_valid)
         fields[code] = block
-        groups.setdefault((tuple(tail.new_dates), new_valid.tobytes()), []).append(tail)
+        groups.setdefault((tail.new_dates.asi8.tobytes(), new_valid.tobytes()), []).append(tail)
     result = FamilyResult()
     for tails in groups.values():
         _compute_group(family, tails, fields, indicators, needs, longest, carry, result)

@@ -179,8 +179,8 @@ def vwap_tp(bars: Bars, n: int = 20) -> Column:
     """n-day volume-weighted typical price sum(TP * V) / sum(V), TP = (h + l + c) / 3; NaN if no volume."""
     high, low, close = _hlc(bars)
     volume = column(bars, "volume")
-    traded = rolling((high + low + close) / 3 * volume, n).sum().to_numpy()
-    return aligned(ratio(traded, rolling(volume, n).sum().to_numpy()), bars)
+    traded = rolling((high + low + close) / 3 * volume, n, "sum")
+    return aligned(ratio(traded, rolling(volume, n, "sum")), bars)
 
 
 @on_panels
@@ -188,7 +188,7 @@ def volatility(bars: Bars, n: int = 20) -> Column:
     """Sample std (ddof=1) of daily simple returns over n days, not annualised."""
     close = column(bars, "close")
     returns = ratio(close, shifted(close, 1)) - 1
-    return aligned(rolling(returns, n).std().to_numpy(), bars)
+    return aligned(rolling(returns, n, "std"), bars)
 
 
 @on_panels
@@ -197,28 +197,40 @@ def historical_volatility(bars: Bars, n: int = 20) -> Column:
     close = column(bars, "close")
     with np.errstate(divide="ignore", invalid="ignore"):  # log(0) on a zero close
         returns = np.log(ratio(close, shifted(close, 1)))
-    return aligned(rolling(returns, n).std().to_numpy() * np.sqrt(TRADING_DAYS), bars)
+    return aligned(rolling(returns, n, "std") * np.sqrt(TRADING_DAYS), bars)
 
 
 @on_panels
 def rsv(bars: Bars, n: int = 9) -> Column:
     """Raw stochastic value (close - LLV(low, n)) / (HHV(high, n) - LLV(low, n)) * 100; NaN on a flat range."""
     high, low, close = _hlc(bars)
-    lowest = rolling(low, n).min().to_numpy()
-    return aligned(ratio(close - lowest, rolling(high, n).max().to_numpy() - lowest) * 100, bars)
+    lowest = rolling(low, n, "min")
+    return aligned(ratio(close - lowest, rolling(high, n, "max") - lowest) * 100, bars)
 
 
 def seeded_smooth(x: np.ndarray, seed: float = KDJ_SEED) -> np.ndarray:
-    """y = 2/3 y' + 1/3 x with y' = seed before x's first value (KDJ's SMA(x, 3, 1)).
+    """y = 2/3 y' + 1/3 x with y' = seed before x's first value (KDJ's SMA(x, 3, 1)), per column of a panel.
 
     Where x is undefined (a flat 9-day range, e.g. a long suspension) y is NaN too, and the recursion
     skips that day and carries on from the last y. Exact recursion via ewm on [seed, x...] (adjust=False,
-    NaN skipped).
+    NaN skipped); a panel's columns step through the same arithmetic together, a row at a time.
     """
-    seeded = np.concatenate((np.full((1, *x.shape[1:]), seed), x))
-    frame = pd.Series(seeded) if x.ndim == 1 else pd.DataFrame(seeded)
-    smoothed = frame.ewm(alpha=1 / 3, adjust=False, ignore_na=True).mean().to_numpy()[1:]
-    return np.where(np.isnan(x), np.nan, smoothed)
+    if x.ndim == 1:
+        seeded = pd.Series(np.concatenate(([seed], x)))
+        smoothed = seeded.ewm(alpha=1 / 3, adjust=False, ignore_na=True).mean().to_numpy()[1:]
+        return np.where(np.isnan(x), np.nan, smoothed)
+    out = np.full_like(x, np.nan)
+    weighted = np.full(x.shape[1:], float(seed))
+    old_weight, new_weight = 1.0 - _EWM_ALPHA, _EWM_ALPHA
+    for row, value in enumerate(x):
+        update = ~np.isnan(value) & (weighted != value)  # pandas' guard: a constant series stays exact
+        weighted = np.where(update, (old_weight * weighted + new_weight * value) / (old_weight + new_weight), weighted)
+        out[row] = np.where(np.isnan(value), np.nan, weighted)
+    return out
+
+
+_EWM_ALPHA = 1.0 / (1.0 + (1 - 1 / 3) / (1 / 3))
+"""ewm(alpha=1/3)'s weight as pandas' kernel uses it, through the centre of mass com = (1 - alpha) / alpha."""
 
 
 @on_panels
