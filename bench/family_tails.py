@@ -72,14 +72,17 @@ def main() -> None:
     registry = load_registry()
     need = max(history_need(i) for i in registry.all())
     tails = {c: b.iloc[tail_start(b, day, need) :] for c, b in bars.items()}
-    report: dict[str, object] = {"stocks": len(bars), "tail_rows": need, "uptime": open("/proc/loadavg").read()[:14]}
+    load_average = Path("/proc/loadavg").read_text()[:14]
+    report: dict[str, object] = {"stocks": len(bars), "tail_rows": need, "load_average": load_average}
     for family in FAMILIES:
         indicators = registry.computed(family)
         names = [i.name for i in indicators]
         cumulative = [i for i in indicators if i.history == "cumulative"]
         carry = {}
         if cumulative:  # the stored state: each cumulative column's last value before the new day
-            before = compute_per_stock(family, {c: b.loc[: calendar[-2]] for c, b in bars.items()}, cumulative, np.float64)
+            before = compute_per_stock(
+                family, {c: b.loc[: calendar[-2]] for c, b in bars.items()}, cumulative, np.float64
+            )
             carry = before.state
         updates = {c: StockUpdate(new_from=day, carry=carry.get(c, {})) for c in bars}
 
