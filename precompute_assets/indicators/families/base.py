@@ -253,11 +253,15 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return numerator / denominator
 
 
-def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None:
+def register_rows(
+    family: str, rows: Iterable[IndicatorRow], added: str, tail_rows: Mapping[str, int] | None = None
+) -> None:
     """Register a pandas family's table of columns, in order (the order is the store's column order).
 
     A `SameAs` row takes its source's warm-up, history and parameters; the table states them too, for
-    the reader, and a row whose statement disagrees with its source is refused."""
+    the reader, and a row whose statement disagrees with its source is refused. `tail_rows` gives a
+    column's measured history need (`Indicator.history_rows`) where its warm-up does not tell it."""
+    tail_rows = tail_rows or {}
     for name, compute, formula, warmup, history, params in rows:
         if isinstance(compute, SameAs):
             source = REGISTRY.get(compute.source) if compute.source in REGISTRY else None
@@ -277,4 +281,5 @@ def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None
             history=history,
             params=params,
             added=added,
+            history_rows=tail_rows.get(name),
         )

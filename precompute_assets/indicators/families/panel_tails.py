@@ -55,9 +55,8 @@ def panel_tails(
     for code, first_day in new_from.items():
         bars = bars_by_code[code]
         first_new = int(bars.index.searchsorted(first_day))
-        block = bars.to_numpy(np.float64)[
-            :, bars.columns.get_indexer(REQUIRED)
-        ]  # one array: a column at a time costs more
+        # the frame as one array, then its columns: a column at a time costs more than the indicators
+        block = bars.to_numpy(np.float64)[:, bars.columns.get_indexer(REQUIRED)]
         present = ~np.isnan(block).any(axis=1)  # `valid_rows`, on the one array read here
         valid = np.flatnonzero(present)
         stored = int(np.searchsorted(valid, first_new))
@@ -122,7 +121,7 @@ def _compute_group(
         values[position] = computed[rows - new_rows :]
     values[np.isinf(values)] = np.nan
     kept = [p for p in range(len(indicators)) if p not in failed]
-    names = [indicators[p].name for p in kept]
+    names = pd.Index([indicators[p].name for p in kept])
     values = values[kept].astype(np.float32)
     for stock, tail in enumerate(tails):
         out = np.full((len(tail.new_dates), len(kept)), np.nan, dtype=np.float32)
