@@ -95,7 +95,9 @@ def _compute_group(
     failed: set[int] = set()
     outputs: dict[tuple[object, int], Sequence[object]] = {}
     states: dict[str, np.ndarray] = {}
-    for position, indicator in enumerate(indicators if new_rows else ()):
+    for position, indicator in enumerate(indicators):
+        if not new_rows and indicator.history != "cumulative":  # no new value; a state still carries over
+            continue
         rows = needs[indicator.name] + new_rows
         window = {name: column[height - rows :] for name, column in panel.items()}
         compute = indicator.compute
@@ -145,10 +147,10 @@ def _continued(
     reference = np.where(finite.any(axis=0), before[last, np.arange(before.shape[1])], np.nan)
     stored = np.array([c.get(name, np.nan) for c in carried], dtype=np.float64)
     moved = stored + (computed - reference)
+    carried_over = np.where(np.isnan(reference), np.nan, stored)
+    if not new_rows:
+        return moved, carried_over
     new = moved[len(before) :]
     new_finite = np.isfinite(new)
     last_new = len(new) - 1 - np.argmax(new_finite[::-1], axis=0)
-    state = np.where(
-        new_finite.any(axis=0), new[last_new, np.arange(new.shape[1])], np.where(np.isnan(reference), np.nan, stored)
-    )
-    return moved, state
+    return moved, np.where(new_finite.any(axis=0), new[last_new, np.arange(new.shape[1])], carried_over)
