@@ -79,11 +79,10 @@ def compute_family_update(
         fresh = [i for i in indicators if i.name not in stale]
         if appended and fresh:
             _merge(result, _compute_tails(family, bars_by_code, calendar, appended, fresh))
-    order = [i.name for i in indicators]
+    order = pd.Index([i.name for i in indicators])
     for code, frame in result.frames.items():
-        columns = [n for n in order if n in frame]
-        if list(frame.columns) != columns:
-            result.frames[code] = frame.reindex(columns=columns)
+        if not frame.columns.equals(order):  # a panel's frames come in order: reindexing each costs more
+            result.frames[code] = frame.reindex(columns=[n for n in order if n in frame])
     return result
 
 
