@@ -26,7 +26,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CANDIDATES = (20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1360)
+CANDIDATES = (20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300, 400, 450, 500, 600, 800, 900, 1000, 1360)
 
 
 def valid_bars(folder: Path, limit: int | None) -> dict[str, np.ndarray]:

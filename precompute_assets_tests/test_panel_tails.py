@@ -16,8 +16,9 @@ from test_incremental import assert_within_one_ulp
 from precompute_assets.build.family_update import StockUpdate, compute_family_update, tail_start
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.compute import compute_family
-from precompute_assets.indicators.families.base import compute_per_stock, takes_panels
+from precompute_assets.indicators.families.base import aligned, column, compute_per_stock, on_panels, takes_panels
 from precompute_assets.indicators.history import history_need
+from precompute_assets.indicators.registry import REGISTRY, add_indicator
 from precompute_assets.input.bars import load_bars
 from precompute_assets.input.parquet import scan_folder
 
@@ -73,3 +74,41 @@ def test_panel_tails_equal_a_full_history(market, family, new_days):
             values = full.frames[code][indicator.name].to_numpy(np.float64)
             last = values[np.isfinite(values)][-1]
             assert np.float32(update.state[code][indicator.name]) == np.float32(last), (code, indicator.name)
+
+
+def last_two_closes(bars: pd.DataFrame) -> float:
+    return float(bars["close"].dropna().iloc[-2:].max())
+
+
+@pytest.fixture
+def fails_on_the_dearest_stock(market):
+    """A user's `on_panels` column that refuses a close above a limit only one stock's tail passes (its
+    need is one stored row: a tail is the last two closes)."""
+    bars, _ = market
+    limit = sorted(last_two_closes(b) for b in bars.values())[-2] + 0.01
+
+    @on_panels
+    def half_close(frame):
+        close = column(frame, "close")
+        if np.nanmax(close) > limit:
+            raise ValueError(f"a close above {limit}")
+        return aligned(close / 2, frame)
+
+    add_indicator("TEST_HALF_CLOSE", "fundamental", formula="c / 2", compute=half_close, warmup=0, history="point")
+    yield limit
+    REGISTRY.remove("TEST_HALF_CLOSE")
+
+
+def test_a_column_failing_on_the_panel_fails_only_for_its_stock(market, fails_on_the_dearest_stock):
+    bars, calendar = market
+    end = calendar[-1]
+    need = max(history_need(i) for i in load_registry().all())
+    tails = {c: b.iloc[tail_start(b, end, need) :] for c, b in bars.items()}
+    update = compute_family_update("fundamental", tails, calendar, {c: StockUpdate(new_from=end) for c in bars})
+
+    dearest = max(bars, key=lambda c: last_two_closes(bars[c]))
+    assert [(e.code, e.indicator) for e in update.errors] == [(dearest, "TEST_HALF_CLOSE")]
+    assert "TEST_HALF_CLOSE" not in update.frames[dearest] and "price_change" in update.frames[dearest]
+    for code, frame in update.frames.items():
+        if code != dearest:
+            assert frame.loc[end, "TEST_HALF_CLOSE"] == np.float32(bars[code].loc[end, "close"] / 2), code

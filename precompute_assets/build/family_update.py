@@ -100,14 +100,17 @@ def _compute_tails(
         return _frame_tails(family, bars_by_code, calendar, appended, indicators)
     needs = {i.name: history_need(i) for i in on_panels}
     new_from = {c: u.new_from for c, u in appended.items()}
-    result, short = panel_tails(
-        family, bars_by_code, new_from, on_panels, needs, {c: u.carry for c, u in appended.items()}
-    )
+    carry = {c: u.carry for c, u in appended.items()}
+    result, left = panel_tails(bars_by_code, new_from, on_panels, needs, carry)
     others = [i for i in indicators if i.name not in needs]
     if others:
         _merge(result, _frame_tails(family, bars_by_code, calendar, appended, others))
-    if short:
-        _merge(result, _frame_tails(family, bars_by_code, calendar, {c: appended[c] for c in short}, on_panels))
+    by_indicators: dict[tuple[str, ...], dict[str, StockUpdate]] = {}
+    for code, names in left.items():
+        by_indicators.setdefault(tuple(names), {})[code] = appended[code]
+    for names, stocks in by_indicators.items():
+        rest = [i for i in on_panels if i.name in names]
+        _merge(result, _frame_tails(family, bars_by_code, calendar, stocks, rest))
     return result
 
 

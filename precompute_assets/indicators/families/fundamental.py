@@ -1,8 +1,9 @@
 """Price and volume features ("fundamental" in the seed plan): returns, ranges, ratios, numpy and pandas windows.
 
 Every compute takes one stock's valid bars (float64, ascending dates) and returns one column aligned
-to them, or (`on_panels`) a panel of many stocks' valid rows and returns an array of its shape. Windows use min_periods = window, so warm-up rows are NaN; only positive shifts are used, so
-a value at t depends on rows up to t. Division by zero (volume 0 on suspended days, a flat range)
+to them, or (`on_panels`) a panel of many stocks' valid rows and returns an array of its shape.
+Windows use min_periods = window, so warm-up rows are NaN; only positive shifts are used, so a value
+at t depends on rows up to t. Division by zero (volume 0 on suspended days, a flat range)
 yields NaN or inf, which the family runner stores as NaN.
 """
 

@@ -17,7 +17,6 @@ import pandas as pd
 
 from precompute_assets.indicators.families.base import (
     REQUIRED,
-    ComputeError,
     FamilyResult,
     Output,
 )
@@ -35,22 +34,23 @@ class _Tail:
 
 
 def panel_tails(
-    family: str,
     bars_by_code: Mapping[str, pd.DataFrame],
     new_from: Mapping[str, pd.Timestamp],
     indicators: Sequence[Indicator],
     needs: Mapping[str, int],
     carry: Mapping[str, Mapping[str, float]],
-) -> tuple[FamilyResult, list[str]]:
+) -> tuple[FamilyResult, dict[str, list[str]]]:
     """The new days' columns of `indicators` (all `on_panels`) for the stocks in `new_from`.
 
     `needs[name]` is the indicator's history need in valid rows, the new day included. A cumulative
     column continues from `carry[code][name]`, the stored value before the new days (NaN without
-    one). Returns the result, frames on each stock's new days, and the stocks too short for a panel.
+    one). Returns the result, frames on each stock's new days, and what is left to compute a stock at
+    a time, per stock the indicators: all of them for a stock too short for a panel, and a column
+    that failed on a panel for each of its stocks (so the failure is found, and kept, stock by stock).
     """
     longest = max(needs[i.name] for i in indicators)
     groups: dict[tuple, list[_Tail]] = {}
-    short: list[str] = []
+    left: dict[str, list[str]] = {}
     fields: dict[str, np.ndarray] = {}
     for code, first_day in new_from.items():
         bars = bars_by_code[code]
@@ -61,7 +61,7 @@ def panel_tails(
         valid = np.flatnonzero(present)
         stored = int(np.searchsorted(valid, first_new))
         if stored < longest:
-            short.append(code)
+            left[code] = [i.name for i in indicators]
             continue
         new_valid = present[first_new:]
         tail = _Tail(code, valid[stored - longest :], bars.index[first_new:], new_valid)
@@ -69,12 +69,13 @@ def panel_tails(
         groups.setdefault((tail.new_dates.asi8.tobytes(), new_valid.tobytes()), []).append(tail)
     result = FamilyResult()
     for tails in groups.values():
-        _compute_group(family, tails, fields, indicators, needs, longest, carry, result)
-    return result, short
+        for name in _compute_group(tails, fields, indicators, needs, longest, carry, result):
+            for tail in tails:
+                left.setdefault(tail.code, []).append(name)
+    return result, left
 
 
 def _compute_group(
-    family: str,
     tails: list[_Tail],
     fields: Mapping[str, np.ndarray],
     indicators: Sequence[Indicator],
@@ -82,8 +83,9 @@ def _compute_group(
     longest: int,
     carry: Mapping[str, Mapping[str, float]],
     result: FamilyResult,
-) -> None:
-    """One panel of stocks with the same new days: every indicator once, then a frame per stock."""
+) -> list[str]:
+    """One panel of stocks with the same new days: every indicator once, then a frame per stock.
+    Returns the indicators that failed on the panel."""
     new_rows = int(tails[0].new_valid.sum())
     height = longest + new_rows  # `need` stored rows before the new ones, as `tail_start` cuts a frame's tail
     panel = {name: np.empty((height, len(tails)), order="F") for name in REQUIRED}
@@ -111,10 +113,8 @@ def _compute_group(
                 computed = np.asarray(compute(window), dtype=np.float64)  # type: ignore[misc,arg-type]
             if computed.shape != (rows, len(tails)):
                 raise ValueError(f"returned shape {computed.shape} for a panel of {(rows, len(tails))}")
-        except Exception as exc:
+        except Exception:  # each of its stocks is computed again on its own, where the error is reported
             failed.add(position)
-            message = f"{type(exc).__name__}: {exc}"
-            result.errors.extend(ComputeError(t.code, family, indicator.name, message) for t in tails)
             continue
         if indicator.history == "cumulative":
             computed, states[indicator.name] = _continued(
@@ -133,6 +133,7 @@ def _compute_group(
             result.state[tail.code] = {
                 name: float(state[stock]) for name, state in states.items() if np.isfinite(state[stock])
             }
+    return [indicators[p].name for p in sorted(failed)]
 
 
 def _continued(

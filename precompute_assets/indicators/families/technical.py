@@ -3,9 +3,10 @@
 Every compute takes one stock's valid bars (float64, ascending dates, no missing days) and returns one
 column aligned to them; marked `on_panels`, it also takes a panel of many stocks' valid rows (a column
 per stock, a daily update's tails) and returns an array of its shape, TA-Lib run on each stock's
-column and pandas' windows on all of them in one call. TA-Lib values come from TA-Lib itself, with its own warm-up NaNs; the pandas
-ones use rolling windows with min_periods = window, so their warm-up rows are NaN too. Nothing looks
-forward: the only shift is Ichimoku's senkou spans, shifted +26 (the cloud drawn at t, known at t - 26).
+column and pandas' windows on all of them in one call. TA-Lib values come from TA-Lib itself, with
+its own warm-up NaNs; the pandas ones use rolling windows with min_periods = window, so their
+warm-up rows are NaN too. Nothing looks forward: the only shift is Ichimoku's senkou spans, shifted
++26 (the cloud drawn at t, known at t - 26).
 """
 
 from __future__ import annotations
