@@ -192,6 +192,9 @@ def by_stock(function: Callable[..., object], *inputs: np.ndarray, **params: obj
     """A 1-D function (TA-Lib's) of one stock's columns, run on each stock's column of a panel's inputs."""
     if inputs[0].ndim == 1:
         return function(*inputs, **params)
+    # TA-Lib's own function under its pandas/polars wrapper (functools.wraps keeps it): the wrapper's
+    # checks of every argument cost more than a short tail's computation
+    function = getattr(function, "__wrapped__", function)
     outputs: list[np.ndarray] | None = None
     for stock in range(inputs[0].shape[1]):
         result = function(*(np.ascontiguousarray(x[:, stock]) for x in inputs), **params)

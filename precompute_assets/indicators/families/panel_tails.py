@@ -88,11 +88,8 @@ def _compute_group(
     Returns the indicators that failed on the panel."""
     new_rows = int(tails[0].new_valid.sum())
     height = longest + new_rows  # `need` stored rows before the new ones, as `tail_start` cuts a frame's tail
-    panel = {name: np.empty((height, len(tails)), order="F") for name in REQUIRED}
-    for stock, tail in enumerate(tails):
-        block = fields[tail.code][tail.rows]
-        for position, name in enumerate(REQUIRED):
-            panel[name][:, stock] = block[:, position]
+    stacked = np.stack([fields[tail.code][tail.rows] for tail in tails], axis=2)  # rows, fields, stocks
+    panel = {name: np.asfortranarray(stacked[:, position, :]) for position, name in enumerate(REQUIRED)}
     values = np.full((len(indicators), new_rows, len(tails)), np.nan)
     failed: set[int] = set()
     outputs: dict[tuple[object, int], Sequence[object]] = {}
