@@ -2,9 +2,12 @@
 
 An appended day is computed from the stock's last rows, enough of them for every column's history
 need (`registry.history_need`), counted both in calendar rows (Qlib's windows) and in valid rows
-(the pandas families skip missing days). A cumulative column continues from the stored float64
-state: value = state + (tail value - tail value at the last stored row). The result equals a full
-rebuild within float32 rounding, which the incremental tests check on real data.
+(the pandas families skip missing days). The columns whose compute is `on_panels` (the technical
+and price/volume families) are computed for every stock of the run at once, each from its own need
+(`families.panel_tails`); the others on a frame per stock, cut at their longest need. A cumulative
+column continues from the stored float64 state: value = state + (tail value - tail value at the last
+stored row). The result equals a full rebuild within float32 rounding, which the incremental tests
+check on real data.
 """
 
 from __future__ import annotations
