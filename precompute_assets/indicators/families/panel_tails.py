@@ -55,8 +55,7 @@ def panel_tails(
     for code, first_day in new_from.items():
         bars = bars_by_code[code]
         first_new = int(bars.index.searchsorted(first_day))
-        # the frame as one array, then its columns: a column at a time costs more than the indicators
-        block = bars.to_numpy(np.float64)[:, bars.columns.get_indexer(REQUIRED)]
+        block = _required_values(bars)
         present = ~np.isnan(block).any(axis=1)  # `valid_rows`, on the one array read here
         valid = np.flatnonzero(present)
         stored = int(np.searchsorted(valid, first_new))
@@ -73,6 +72,19 @@ def panel_tails(
             for tail in tails:
                 left.setdefault(tail.code, []).append(name)
     return result, left
+
+
+def _required_values(bars: pd.DataFrame) -> np.ndarray:
+    """The required fields as one (rows, 5) float64 array: the frame's array, then its columns (one
+    column at a time costs more than the indicators), unless a column is not numeric."""
+    positions = bars.columns.get_indexer(REQUIRED)
+    if (positions < 0).any():
+        missing = [name for name, position in zip(REQUIRED, positions, strict=True) if position < 0]
+        raise KeyError(f"bars without the required columns {missing}")
+    try:
+        return bars.to_numpy(np.float64)[:, positions]
+    except (TypeError, ValueError):
+        return np.column_stack([bars[name].to_numpy(np.float64) for name in REQUIRED])
 
 
 def _compute_group(
