@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -77,14 +78,21 @@ def panel_tails(
 def _required_values(bars: pd.DataFrame) -> np.ndarray:
     """The required fields as one (rows, 5) float64 array: the frame's array, then its columns (one
     column at a time costs more than the indicators), unless a column is not numeric."""
-    positions = bars.columns.get_indexer(REQUIRED)
-    if (positions < 0).any():
-        missing = [name for name, position in zip(REQUIRED, positions, strict=True) if position < 0]
-        raise KeyError(f"bars without the required columns {missing}")
+    positions = _positions(tuple(bars.columns))
     try:
         return bars.to_numpy(np.float64)[:, positions]
     except (TypeError, ValueError):
         return np.column_stack([bars[name].to_numpy(np.float64) for name in REQUIRED])
+
+
+@lru_cache(maxsize=64)
+def _positions(columns: tuple[str, ...]) -> np.ndarray:
+    """Where the required fields sit among a frame's columns (every stock's frame has the same ones,
+    and looking them up costs more than reading them)."""
+    missing = [name for name in REQUIRED if name not in columns]
+    if missing:
+        raise KeyError(f"bars without the required columns {missing}")
+    return np.array([columns.index(name) for name in REQUIRED])
 
 
 def _compute_group(
