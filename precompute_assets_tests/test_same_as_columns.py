@@ -55,10 +55,10 @@ class Counts:
                 return talib.SMA(values, timeperiod=timeperiod)
 
         def recording(rolling):
-            def wrapper(values: np.ndarray, n: int):
+            def wrapper(values: np.ndarray, n: int, statistic: str):
                 if n == 20:
                     counts.windows.append(np.array(values, copy=True))
-                return rolling(values, n)
+                return rolling(values, n, statistic)
 
             return wrapper
 

@@ -2,9 +2,12 @@
 
 An appended day is computed from the stock's last rows, enough of them for every column's history
 need (`registry.history_need`), counted both in calendar rows (Qlib's windows) and in valid rows
-(the pandas families skip missing days). A cumulative column continues from the stored float64
-state: value = state + (tail value - tail value at the last stored row). The result equals a full
-rebuild within float32 rounding, which the incremental tests check on real data.
+(the pandas families skip missing days). The columns whose compute is `on_panels` (the technical
+and price/volume families) are computed for every stock of the run at once, each from its own need
+(`families.panel_tails`); the others on a frame per stock, cut at their longest need. A cumulative
+column continues from the stored float64 state: value = state + (tail value - tail value at the last
+stored row). The result equals a full rebuild within float32 rounding, which the incremental tests
+check on real data.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import pandas as pd
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.compute import compute_family
 from precompute_assets.indicators.expressions import panel_engine
-from precompute_assets.indicators.families.base import FamilyResult, compute_per_stock, last_finite, valid_rows
+from precompute_assets.indicators.families.base import (
+    FamilyResult,
+    compute_per_stock,
+    last_finite,
+    takes_panels,
+    valid_rows,
+)
+from precompute_assets.indicators.families.panel_tails import panel_tails
 from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import Indicator
 
@@ -72,12 +82,42 @@ def compute_family_update(
         fresh = [i for i in indicators if i.name not in stale]
         if appended and fresh:
             _merge(result, _compute_tails(family, bars_by_code, calendar, appended, fresh))
-    order = [i.name for i in indicators]
-    result.frames = {c: f.reindex(columns=[n for n in order if n in f]) for c, f in result.frames.items()}
+    order = pd.Index([i.name for i in indicators])
+    for code, frame in result.frames.items():
+        if not frame.columns.equals(order):  # a panel's frames come in order: reindexing each costs more
+            result.frames[code] = frame.reindex(columns=[n for n in order if n in frame])
     return result
 
 
 def _compute_tails(
+    family: str,
+    bars_by_code: Mapping[str, pd.DataFrame],
+    calendar: pd.DatetimeIndex,
+    appended: Mapping[str, StockUpdate],
+    indicators: Sequence[Indicator],
+) -> FamilyResult:
+    """The appended days: `on_panels` computes for all stocks at once, each from its own history need;
+    the others (and stocks too short for a panel) on a frame per stock cut at the longest need."""
+    on_panels = [i for i in indicators if i.expression is None and takes_panels(i.compute)]
+    if not on_panels:
+        return _frame_tails(family, bars_by_code, calendar, appended, indicators)
+    needs = {i.name: history_need(i) for i in on_panels}
+    new_from = {c: u.new_from for c, u in appended.items()}
+    carry = {c: u.carry for c, u in appended.items()}
+    result, left = panel_tails(bars_by_code, new_from, on_panels, needs, carry)
+    others = [i for i in indicators if i.name not in needs]
+    if others:
+        _merge(result, _frame_tails(family, bars_by_code, calendar, appended, others))
+    by_indicators: dict[tuple[str, ...], dict[str, StockUpdate]] = {}
+    for code, names in left.items():
+        by_indicators.setdefault(tuple(names), {})[code] = appended[code]
+    for names, stocks in by_indicators.items():
+        rest = [i for i in on_panels if i.name in names]
+        _merge(result, _frame_tails(family, bars_by_code, calendar, stocks, rest))
+    return result
+
+
+def _frame_tails(
     family: str,
     bars_by_code: Mapping[str, pd.DataFrame],
     calendar: pd.DatetimeIndex,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pandas.api.typing import Rolling
+from pandas.api.indexers import BaseIndexer
 
 from precompute_assets.indicators.registry import (
     REGISTRY,
@@ -144,16 +146,65 @@ def compute_per_stock(
 
 
 # --- array helpers for the built-in computes: numpy per column, pandas only for its rolling windows ----
+#
+# Each helper takes one stock's bars (a frame, columns as 1-D arrays) or a panel (`Panel`: each field as
+# a rows x stocks array, one column per stock), so a compute marked `on_panels` written with them runs
+# on either: a frame per stock for a build, every stock of a run at once for a daily update's tails.
+
+Panel = Mapping[str, np.ndarray]
+"""Each required field as a (rows, stocks) float64 array, one stock's valid rows per column."""
+
+Bars = pd.DataFrame | Panel
+"""What a compute marked `on_panels` takes: one stock's bars, or a panel of many stocks' rows."""
+
+Column = pd.Series | np.ndarray
+"""What it returns: a column on one stock's dates, or a panel-shaped array."""
 
 
-def column(bars: pd.DataFrame, name: str) -> np.ndarray:
+def on_panels(compute: Callable) -> Callable:
+    """Mark a compute written with these helpers only: it also takes a `Panel` and returns an array
+    (or a tuple of arrays) of the panel's shape, each column the stock's own column."""
+    compute.on_panels = True  # type: ignore[attr-defined]
+    return compute
+
+
+def takes_panels(compute: object) -> bool:
+    """Whether a registered compute (a function, a `partial` of one, or an `Output` of one) is `on_panels`."""
+    if isinstance(compute, Output):
+        compute = compute.fn
+    while isinstance(compute, partial):
+        compute = compute.func
+    return getattr(compute, "on_panels", False)
+
+
+def column(bars: pd.DataFrame | Panel, name: str) -> np.ndarray:
     """One input column as a float64 array: TA-Lib accepts nothing else, and numpy skips pandas' overhead."""
-    return bars[name].to_numpy(np.float64)
+    values = bars[name]
+    return values if isinstance(values, np.ndarray) else values.to_numpy(np.float64)
 
 
-def aligned(values: np.ndarray, bars: pd.DataFrame) -> pd.Series:
-    """A computed column on the dates of the bars it came from."""
-    return pd.Series(values, index=bars.index)
+def aligned(values: np.ndarray, bars: pd.DataFrame | Panel) -> pd.Series | np.ndarray:
+    """A computed column on the dates of the bars it came from (a panel's result stays an array)."""
+    return pd.Series(values, index=bars.index) if isinstance(bars, pd.DataFrame) else values
+
+
+def by_stock(function: Callable[..., object], *inputs: np.ndarray, **params: object) -> np.ndarray | tuple:
+    """A 1-D function (TA-Lib's) of one stock's columns, run on each stock's column of a panel's inputs."""
+    if inputs[0].ndim == 1:
+        return function(*inputs, **params)
+    # TA-Lib's own function under its pandas/polars wrapper (functools.wraps keeps it): the wrapper's
+    # checks of every argument cost more than a short tail's computation
+    function = getattr(function, "__wrapped__", function)
+    outputs: list[np.ndarray] | None = None
+    for stock in range(inputs[0].shape[1]):
+        result = function(*(np.ascontiguousarray(x[:, stock]) for x in inputs), **params)
+        columns = result if isinstance(result, tuple) else (result,)
+        if outputs is None:
+            outputs = [np.empty(inputs[0].shape, order="F") for _ in columns]
+        for out, values in zip(outputs, columns, strict=True):
+            out[:, stock] = values
+    assert outputs is not None, "a panel has at least one stock"
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def shifted(values: np.ndarray, n: int) -> np.ndarray:
@@ -163,9 +214,40 @@ def shifted(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def rolling(values: np.ndarray, n: int) -> Rolling:
-    """pandas' rolling window with min_periods = n: its compensated sums and stds define the columns."""
-    return pd.Series(values).rolling(n, min_periods=n)
+Statistic = Literal["sum", "mean", "std", "min", "max"]
+
+
+def rolling(values: np.ndarray, n: int, statistic: Statistic) -> np.ndarray:
+    """pandas' rolling `statistic` with min_periods = n: its compensated sums and stds define the columns.
+
+    A panel's columns go through one pandas call, as one series whose windows never cross from one
+    stock into the next (`StockWindows`): pandas starts each stock's windows afresh, as on its own.
+    """
+    if values.ndim == 1:
+        return getattr(pd.Series(values).rolling(n, min_periods=n), statistic)().to_numpy()
+    windows = pd.Series(values.ravel(order="F")).rolling(StockWindows(n, values.shape[0]), min_periods=n)
+    return getattr(windows, statistic)().to_numpy().reshape(values.shape, order="F")
+
+
+class StockWindows(BaseIndexer):
+    """Trailing windows of `n` rows over a panel's columns laid end to end, `height` rows each: a
+    window starts no earlier than its own stock's first row."""
+
+    def __init__(self, n: int, height: int) -> None:
+        super().__init__(window_size=n)
+        self.height = height
+
+    def get_window_bounds(
+        self,
+        num_values: int = 0,
+        min_periods: int | None = None,
+        center: bool | None = None,
+        closed: str | None = None,
+        step: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        end = np.arange(1, num_values + 1, dtype=np.int64)
+        first = (end - 1) // self.height * self.height
+        return np.maximum(first, end - self.window_size), end
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -174,11 +256,15 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return numerator / denominator
 
 
-def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None:
+def register_rows(
+    family: str, rows: Iterable[IndicatorRow], added: str, tail_rows: Mapping[str, int] | None = None
+) -> None:
     """Register a pandas family's table of columns, in order (the order is the store's column order).
 
     A `SameAs` row takes its source's warm-up, history and parameters; the table states them too, for
-    the reader, and a row whose statement disagrees with its source is refused."""
+    the reader, and a row whose statement disagrees with its source is refused. `tail_rows` gives a
+    column's measured history need (`Indicator.history_rows`) where its warm-up does not tell it."""
+    tail_rows = tail_rows or {}
     for name, compute, formula, warmup, history, params in rows:
         if isinstance(compute, SameAs):
             source = REGISTRY.get(compute.source) if compute.source in REGISTRY else None
@@ -198,4 +284,5 @@ def register_rows(family: str, rows: Iterable[IndicatorRow], added: str) -> None
             history=history,
             params=params,
             added=added,
+            history_rows=tail_rows.get(name),
         )

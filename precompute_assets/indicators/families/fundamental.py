@@ -1,8 +1,9 @@
 """Price and volume features ("fundamental" in the seed plan): returns, ranges, ratios, numpy and pandas windows.
 
 Every compute takes one stock's valid bars (float64, ascending dates) and returns one column aligned
-to them. Windows use min_periods = window, so warm-up rows are NaN; only positive shifts are used, so
-a value at t depends on rows up to t. Division by zero (volume 0 on suspended days, a flat range)
+to them, or (`on_panels`) a panel of many stocks' valid rows and returns an array of its shape.
+Windows use min_periods = window, so warm-up rows are NaN; only positive shifts are used, so a value
+at t depends on rows up to t. Division by zero (volume 0 on suspended days, a flat range)
 yields NaN or inf, which the family runner stores as NaN.
 """
 
@@ -11,14 +12,16 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-import pandas as pd
 
 from precompute_assets.indicators.families import technical  # noqa: F401 (registers VOLATILITY, volatility_20d's source)
 from precompute_assets.indicators.families.base import (
+    Bars,
+    Column,
     IndicatorRow,
     SameAs,
     aligned,
     column,
+    on_panels,
     ratio,
     register_rows,
     rolling,
@@ -30,66 +33,76 @@ ADDED = "2026-11-25"
 
 
 def _mean(x: np.ndarray, n: int) -> np.ndarray:
-    return rolling(x, n).mean().to_numpy()
+    return rolling(x, n, "mean")
 
 
-def _returns(bars: pd.DataFrame, n: int) -> np.ndarray:
+def _returns(bars: Bars, n: int) -> np.ndarray:
     close = column(bars, "close")
     return ratio(close, shifted(close, n)) - 1
 
 
-def price_change(bars: pd.DataFrame, n: int = 1) -> pd.Series:
+@on_panels
+def price_change(bars: Bars, n: int = 1) -> Column:
     """Simple return over n days: close / close n days ago - 1."""
     return aligned(_returns(bars, n), bars)
 
 
-def price_position(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def price_position(bars: Bars, n: int = 20) -> Column:
     """Where close sits in the n-day low..high range, 0..1; NaN on a flat range."""
-    lowest = rolling(column(bars, "low"), n).min().to_numpy()
-    highest = rolling(column(bars, "high"), n).max().to_numpy()
+    lowest = rolling(column(bars, "low"), n, "min")
+    highest = rolling(column(bars, "high"), n, "max")
     return aligned(ratio(column(bars, "close") - lowest, highest - lowest), bars)
 
 
-def volume_change(bars: pd.DataFrame) -> pd.Series:
+@on_panels
+def volume_change(bars: Bars) -> Column:
     """Day-on-day volume change: volume / yesterday's volume - 1."""
     volume = column(bars, "volume")
     return aligned(ratio(volume, shifted(volume, 1)) - 1, bars)
 
 
-def volume_ma_ratio(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def volume_ma_ratio(bars: Bars, n: int = 20) -> Column:
     """Today's volume against its n-day mean (including today): unusual activity."""
     volume = column(bars, "volume")
     return aligned(ratio(volume, _mean(volume, n)), bars)
 
 
-def volatility(bars: pd.DataFrame, n: int) -> pd.Series:
+@on_panels
+def volatility(bars: Bars, n: int) -> Column:
     """Sample std (ddof=1) of the daily return over n days, not annualised."""
-    return aligned(rolling(_returns(bars, 1), n).std().to_numpy(), bars)
+    return aligned(rolling(_returns(bars, 1), n, "std"), bars)
 
 
-def momentum(bars: pd.DataFrame, n: int) -> pd.Series:
+@on_panels
+def momentum(bars: Bars, n: int) -> Column:
     """Close against its n-day mean (including today) - 1: trend strength, unlike the point-to-point change."""
     close = column(bars, "close")
     return aligned(ratio(close, _mean(close, n)) - 1, bars)
 
 
-def volume_momentum(bars: pd.DataFrame, n: int) -> pd.Series:
+@on_panels
+def volume_momentum(bars: Bars, n: int) -> Column:
     """Mean volume of the last n days against the n days before them - 1: is trading picking up."""
     mean = _mean(column(bars, "volume"), n)
     return aligned(ratio(mean, shifted(mean, n)) - 1, bars)
 
 
-def price_range(bars: pd.DataFrame) -> pd.Series:
+@on_panels
+def price_range(bars: Bars) -> Column:
     """The day's range high - low, in (adjusted) price units."""
     return aligned(column(bars, "high") - column(bars, "low"), bars)
 
 
-def price_range_ratio(bars: pd.DataFrame) -> pd.Series:
+@on_panels
+def price_range_ratio(bars: Bars) -> Column:
     """The day's range as a fraction of close: comparable across stocks."""
     return aligned(ratio(column(bars, "high") - column(bars, "low"), column(bars, "close")), bars)
 
 
-def close_ratio(bars: pd.DataFrame, field: str) -> pd.Series:
+@on_panels
+def close_ratio(bars: Bars, field: str) -> Column:
     """open, high or low over close: the shape of the day's candle."""
     return aligned(ratio(column(bars, field), column(bars, "close")), bars)
 

@@ -1,9 +1,12 @@
 """Technical indicators: TA-Lib where it has them, pandas for the Chinese-software ones it lacks.
 
 Every compute takes one stock's valid bars (float64, ascending dates, no missing days) and returns one
-column aligned to them. TA-Lib values come from TA-Lib itself, with its own warm-up NaNs; the pandas
-ones use rolling windows with min_periods = window, so their warm-up rows are NaN too. Nothing looks
-forward: the only shift is Ichimoku's senkou spans, shifted +26 (the cloud drawn at t, known at t - 26).
+column aligned to them; marked `on_panels`, it also takes a panel of many stocks' valid rows (a column
+per stock, a daily update's tails) and returns an array of its shape, TA-Lib run on each stock's
+column and pandas' windows on all of them in one call. TA-Lib values come from TA-Lib itself, with
+its own warm-up NaNs; the pandas ones use rolling windows with min_periods = window, so their
+warm-up rows are NaN too. Nothing looks forward: the only shift is Ichimoku's senkou spans, shifted
++26 (the cloud drawn at t, known at t - 26).
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import pandas as pd
 import talib
 
 from precompute_assets.indicators.families.base import (
+    Bars,
+    Column,
     IndicatorRow,
     Output,
     SameAs,
     aligned,
+    by_stock,
     column,
+    on_panels,
     ratio,
     register_rows,
     rolling,
@@ -31,168 +38,208 @@ ADDED = "2026-11-25"
 TRADING_DAYS = 252
 KDJ_SEED = 50.0
 
-Outputs = tuple[pd.Series, ...]
+Outputs = tuple[Column, ...]
 
 
-def _hlc(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _hlc(bars: Bars) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return column(bars, "high"), column(bars, "low"), column(bars, "close")
 
 
 # --- TA-Lib ---------------------------------------------------------------------------------------
 
 
-def sma(bars: pd.DataFrame, n: int) -> pd.Series:
+@on_panels
+def sma(bars: Bars, n: int) -> Column:
     """Simple moving average of close."""
-    return aligned(talib.SMA(column(bars, "close"), timeperiod=n), bars)
+    return aligned(by_stock(talib.SMA, column(bars, "close"), timeperiod=n), bars)
 
 
-def ema(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def ema(bars: Bars, n: int = 20) -> Column:
     """Exponential moving average of close, seeded with the SMA of the first n closes (TA-Lib)."""
-    return aligned(talib.EMA(column(bars, "close"), timeperiod=n), bars)
+    return aligned(by_stock(talib.EMA, column(bars, "close"), timeperiod=n), bars)
 
 
-def wma(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def wma(bars: Bars, n: int = 20) -> Column:
     """Linearly weighted moving average of close: recent days weigh more."""
-    return aligned(talib.WMA(column(bars, "close"), timeperiod=n), bars)
+    return aligned(by_stock(talib.WMA, column(bars, "close"), timeperiod=n), bars)
 
 
-def rsi(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+@on_panels
+def rsi(bars: Bars, n: int = 14) -> Column:
     """Wilder's relative strength index of close."""
-    return aligned(talib.RSI(column(bars, "close"), timeperiod=n), bars)
+    return aligned(by_stock(talib.RSI, column(bars, "close"), timeperiod=n), bars)
 
 
-def volume_rsi(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+@on_panels
+def volume_rsi(bars: Bars, n: int = 14) -> Column:
     """Wilder's RSI applied to volume: is volume rising or falling."""
-    return aligned(talib.RSI(column(bars, "volume"), timeperiod=n), bars)
+    return aligned(by_stock(talib.RSI, column(bars, "volume"), timeperiod=n), bars)
 
 
-def stoch(bars: pd.DataFrame) -> Outputs:
+@on_panels
+def stoch(bars: Bars) -> Outputs:
     """Slow stochastic (%K, %D): where close sits in the 14-day range, smoothed twice by SMA(3)."""
-    outputs = talib.STOCH(*_hlc(bars), fastk_period=14, slowk_period=3, slowk_matype=0, slowd_period=3, slowd_matype=0)
+    outputs = by_stock(
+        talib.STOCH, *_hlc(bars), fastk_period=14, slowk_period=3, slowk_matype=0, slowd_period=3, slowd_matype=0
+    )
     return tuple(aligned(values, bars) for values in outputs)
 
 
-def williams_r(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+@on_panels
+def williams_r(bars: Bars, n: int = 14) -> Column:
     """Williams %R: close against the n-day high, in -100..0."""
-    return aligned(talib.WILLR(*_hlc(bars), timeperiod=n), bars)
+    return aligned(by_stock(talib.WILLR, *_hlc(bars), timeperiod=n), bars)
 
 
-def cci(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def cci(bars: Bars, n: int = 20) -> Column:
     """Commodity channel index: typical price's distance from its mean, in mean deviations / 0.015."""
-    return aligned(talib.CCI(*_hlc(bars), timeperiod=n), bars)
+    return aligned(by_stock(talib.CCI, *_hlc(bars), timeperiod=n), bars)
 
 
-def momentum(bars: pd.DataFrame, n: int = 10) -> pd.Series:
+@on_panels
+def momentum(bars: Bars, n: int = 10) -> Column:
     """Close minus the close n days ago."""
-    return aligned(talib.MOM(column(bars, "close"), timeperiod=n), bars)
+    return aligned(by_stock(talib.MOM, column(bars, "close"), timeperiod=n), bars)
 
 
-def roc(bars: pd.DataFrame, n: int = 10) -> pd.Series:
+@on_panels
+def roc(bars: Bars, n: int = 10) -> Column:
     """Rate of change in percent: (close / close n days ago - 1) * 100."""
-    return aligned(talib.ROC(column(bars, "close"), timeperiod=n), bars)
+    return aligned(by_stock(talib.ROC, column(bars, "close"), timeperiod=n), bars)
 
 
-def macd(bars: pd.DataFrame) -> Outputs:
+@on_panels
+def macd(bars: Bars) -> Outputs:
     """MACD line, signal and histogram (= line - signal, not doubled), 12/26/9."""
-    outputs = talib.MACD(column(bars, "close"), fastperiod=12, slowperiod=26, signalperiod=9)
+    outputs = by_stock(talib.MACD, column(bars, "close"), fastperiod=12, slowperiod=26, signalperiod=9)
     return tuple(aligned(values, bars) for values in outputs)
 
 
-def bbands(bars: pd.DataFrame) -> Outputs:
+@on_panels
+def bbands(bars: Bars) -> Outputs:
     """Bollinger upper, middle, lower: SMA(20) +- 2 population standard deviations."""
-    outputs = talib.BBANDS(column(bars, "close"), timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
+    outputs = by_stock(talib.BBANDS, column(bars, "close"), timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
     return tuple(aligned(values, bars) for values in outputs)
 
 
-def sar(bars: pd.DataFrame) -> pd.Series:
+@on_panels
+def sar(bars: Bars) -> Column:
     """Parabolic SAR, acceleration 0.02 up to 0.2."""
-    return aligned(talib.SAR(column(bars, "high"), column(bars, "low"), acceleration=0.02, maximum=0.2), bars)
+    return aligned(by_stock(talib.SAR, column(bars, "high"), column(bars, "low"), acceleration=0.02, maximum=0.2), bars)
 
 
-def adx(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+@on_panels
+def adx(bars: Bars, n: int = 14) -> Column:
     """Average directional index: trend strength, whatever its direction."""
-    return aligned(talib.ADX(*_hlc(bars), timeperiod=n), bars)
+    return aligned(by_stock(talib.ADX, *_hlc(bars), timeperiod=n), bars)
 
 
-def atr(bars: pd.DataFrame, n: int = 14) -> pd.Series:
+@on_panels
+def atr(bars: Bars, n: int = 14) -> Column:
     """Average true range, Wilder-smoothed."""
-    return aligned(talib.ATR(*_hlc(bars), timeperiod=n), bars)
+    return aligned(by_stock(talib.ATR, *_hlc(bars), timeperiod=n), bars)
 
 
-def obv(bars: pd.DataFrame) -> pd.Series:
+@on_panels
+def obv(bars: Bars) -> Column:
     """On-balance volume: volume added on up days, subtracted on down days, from the first bar."""
-    return aligned(talib.OBV(column(bars, "close"), column(bars, "volume")), bars)
+    return aligned(by_stock(talib.OBV, column(bars, "close"), column(bars, "volume")), bars)
 
 
-def ad_line(bars: pd.DataFrame) -> pd.Series:
+@on_panels
+def ad_line(bars: Bars) -> Column:
     """Chaikin accumulation/distribution line: volume weighted by close's place in the day's range."""
-    return aligned(talib.AD(*_hlc(bars), column(bars, "volume")), bars)
+    return aligned(by_stock(talib.AD, *_hlc(bars), column(bars, "volume")), bars)
 
 
-def midprice(bars: pd.DataFrame, n: int) -> pd.Series:
+@on_panels
+def midprice(bars: Bars, n: int) -> Column:
     """(n-day highest high + n-day lowest low) / 2: Ichimoku's building block."""
-    return aligned(talib.MIDPRICE(column(bars, "high"), column(bars, "low"), timeperiod=n), bars)
+    return aligned(by_stock(talib.MIDPRICE, column(bars, "high"), column(bars, "low"), timeperiod=n), bars)
 
 
 # --- pandas ---------------------------------------------------------------------------------------
 
 
-def ichimoku_senkou_a(bars: pd.DataFrame, lead: int = 26) -> pd.Series:
+@on_panels
+def ichimoku_senkou_a(bars: Bars, lead: int = 26) -> Column:
     """Leading span A shown at t: (tenkan + kijun) / 2 as of t - lead, so only past data."""
-    spans = (midprice(bars, 9).to_numpy() + midprice(bars, 26).to_numpy()) / 2
+    spans = (np.asarray(midprice(bars, 9)) + np.asarray(midprice(bars, 26))) / 2
     return aligned(shifted(spans, lead), bars)
 
 
-def ichimoku_senkou_b(bars: pd.DataFrame, lead: int = 26) -> pd.Series:
+@on_panels
+def ichimoku_senkou_b(bars: Bars, lead: int = 26) -> Column:
     """Leading span B shown at t: the 52-day midprice as of t - lead."""
-    return aligned(shifted(midprice(bars, 52).to_numpy(), lead), bars)
+    return aligned(shifted(np.asarray(midprice(bars, 52)), lead), bars)
 
 
-def vwap_tp(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def vwap_tp(bars: Bars, n: int = 20) -> Column:
     """n-day volume-weighted typical price sum(TP * V) / sum(V), TP = (h + l + c) / 3; NaN if no volume."""
     high, low, close = _hlc(bars)
     volume = column(bars, "volume")
-    traded = rolling((high + low + close) / 3 * volume, n).sum().to_numpy()
-    return aligned(ratio(traded, rolling(volume, n).sum().to_numpy()), bars)
+    traded = rolling((high + low + close) / 3 * volume, n, "sum")
+    return aligned(ratio(traded, rolling(volume, n, "sum")), bars)
 
 
-def volatility(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def volatility(bars: Bars, n: int = 20) -> Column:
     """Sample std (ddof=1) of daily simple returns over n days, not annualised."""
     close = column(bars, "close")
     returns = ratio(close, shifted(close, 1)) - 1
-    return aligned(rolling(returns, n).std().to_numpy(), bars)
+    return aligned(rolling(returns, n, "std"), bars)
 
 
-def historical_volatility(bars: pd.DataFrame, n: int = 20) -> pd.Series:
+@on_panels
+def historical_volatility(bars: Bars, n: int = 20) -> Column:
     """Annualised sample std (ddof=1) of daily log returns over n days."""
     close = column(bars, "close")
     with np.errstate(divide="ignore", invalid="ignore"):  # log(0) on a zero close
         returns = np.log(ratio(close, shifted(close, 1)))
-    return aligned(rolling(returns, n).std().to_numpy() * np.sqrt(TRADING_DAYS), bars)
+    return aligned(rolling(returns, n, "std") * np.sqrt(TRADING_DAYS), bars)
 
 
-def rsv(bars: pd.DataFrame, n: int = 9) -> pd.Series:
+@on_panels
+def rsv(bars: Bars, n: int = 9) -> Column:
     """Raw stochastic value (close - LLV(low, n)) / (HHV(high, n) - LLV(low, n)) * 100; NaN on a flat range."""
     high, low, close = _hlc(bars)
-    lowest = rolling(low, n).min().to_numpy()
-    return aligned(ratio(close - lowest, rolling(high, n).max().to_numpy() - lowest) * 100, bars)
+    lowest = rolling(low, n, "min")
+    return aligned(ratio(close - lowest, rolling(high, n, "max") - lowest) * 100, bars)
 
 
 def seeded_smooth(x: np.ndarray, seed: float = KDJ_SEED) -> np.ndarray:
-    """y = 2/3 y' + 1/3 x with y' = seed before x's first value (KDJ's SMA(x, 3, 1)).
+    """y = 2/3 y' + 1/3 x with y' = seed before x's first value (KDJ's SMA(x, 3, 1)), per column of a panel.
 
     Where x is undefined (a flat 9-day range, e.g. a long suspension) y is NaN too, and the recursion
     skips that day and carries on from the last y. Exact recursion via ewm on [seed, x...] (adjust=False,
-    NaN skipped).
+    NaN skipped); a panel's columns step through the same arithmetic together, a row at a time.
     """
-    seeded = pd.Series(np.concatenate(([seed], x)))
-    smoothed = seeded.ewm(alpha=1 / 3, adjust=False, ignore_na=True).mean().to_numpy()[1:]
-    return np.where(np.isnan(x), np.nan, smoothed)
+    if x.ndim == 1:
+        seeded = pd.Series(np.concatenate(([seed], x)))
+        smoothed = seeded.ewm(alpha=1 / 3, adjust=False, ignore_na=True).mean().to_numpy()[1:]
+        return np.where(np.isnan(x), np.nan, smoothed)
+    out = np.full_like(x, np.nan)
+    weighted = np.full(x.shape[1:], float(seed))
+    old_weight, new_weight = 1.0 - _EWM_ALPHA, _EWM_ALPHA
+    for row, value in enumerate(x):
+        update = ~np.isnan(value) & (weighted != value)  # pandas' guard: a constant series stays exact
+        weighted = np.where(update, (old_weight * weighted + new_weight * value) / (old_weight + new_weight), weighted)
+        out[row] = np.where(np.isnan(value), np.nan, weighted)
+    return out
 
 
-def kdj(bars: pd.DataFrame, n: int = 9) -> Outputs:
+_EWM_ALPHA = 1.0 / (1.0 + (1 - 1 / 3) / (1 / 3))
+"""ewm(alpha=1/3)'s weight as pandas' kernel uses it, through the centre of mass com = (1 - alpha) / alpha."""
+
+
+@on_panels
+def kdj(bars: Bars, n: int = 9) -> Outputs:
     """KDJ (K, D, J): K smooths RSV(n), D smooths K, J = 3K - 2D; K and D start from 50, NaN where RSV is."""
-    k = seeded_smooth(rsv(bars, n).to_numpy())
+    k = seeded_smooth(np.asarray(rsv(bars, n)))
     d = seeded_smooth(k)
     return aligned(k, bars), aligned(d, bars), aligned(3 * k - 2 * d, bars)
 
@@ -259,4 +306,23 @@ INDICATORS: list[IndicatorRow] = [
 ]
 # fmt: on
 
-register_rows(FAMILY, INDICATORS, ADDED)
+# Stored valid rows an appended day needs to equal a full rebuild within a float32 ulp, for the
+# recursions (a seed's effect fades geometrically, so no warm-up says it): the length measured by
+# bench/tail_lengths.py on the CSI300 and synthetic stocks (bench/results/tail_lengths.txt), and half
+# as much again. KDJ's recursion skips a flat range's days, so a long flat stretch needs more rows.
+TAIL_ROWS = {
+    "EMA": 300,
+    "RSI14": 450,
+    "MACD": 600,
+    "MACD_SIGNAL": 600,
+    "MACD_HIST": 600,
+    "SAR": 600,
+    "ADX": 900,
+    "VOLUME_RSI": 450,
+    "ATR14": 600,
+    "KDJ_K": 600,
+    "KDJ_D": 600,
+    "KDJ_J": 600,
+}
+
+register_rows(FAMILY, INDICATORS, ADDED, TAIL_ROWS)
