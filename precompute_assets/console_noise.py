@@ -11,7 +11,8 @@ third-party message) still shows.
 - gym prints its "unmaintained since 2022" banner to stderr at import; Qlib's RL package imports gym,
   and the project never uses it.
 - Dagster warns about beta and preview APIs the project chose knowingly: the observable input source,
-  the backfill policy (range runs) and partitioned asset checks (one result per bucket).
+  the backfill policy (range runs) and partitioned asset checks (one result per bucket); and that
+  `dagster dev`, which `make dev` runs, is superseded by `dg dev` (the project has no `dg` layout).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ DAGSTER_API_WARNINGS = (
     "Function `observable_source_asset` is currently in beta",  # BetaWarning
     "Parameter `backfill_policy` of function `asset` is currently in beta",  # BetaWarning
     "Specifying a partitions_def on an AssetCheckSpec is currently in preview",  # PreviewWarning
+    "Function `dev_command` is superseded",  # `make dev` (cli.dev) runs `dagster dev`, not `dg dev`
 )
 
 
