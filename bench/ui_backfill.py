@@ -9,8 +9,8 @@ Both build a fresh store on a fresh Dagster instance with 64 buckets and deploy/
   passes on an empty input and it is switched off as its toggle does, the stocks are copied in, and the
   backfill that the `precompute` job's **Materialize all** launches with **All** partitions is sent
   through the webserver's `launchPartitionBackfill`; timed from the launch to the end of its last run.
-Prints both, the ratio, each run's times after the launch (created, started, ended), the backfill
-daemon's iterations and its CPU seconds, and writes JSON to bench/results/ui_backfill_<input>.json.
+Prints both, the ratio, each run's times after the launch (created, started, ended), and the
+daemon's CPU seconds, and writes JSON to bench/results/ui_backfill_<input>.json.
 No assertion on speed: the ratio is the measurement.
 """
 
@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +100,6 @@ def time_ui_backfill(source: Path, work: Path) -> dict:
         launched = time.time() - seconds
         runs = backfill["runs"]
         timeline = run_timeline(dev.graphql(RUN_TIMES, {"id": backfill_id})["partitionBackfillOrError"], launched)
-        ticks = daemon_ticks(dev.log_path.read_text(errors="replace"), launched)
         daemon_cpu = daemon_cpu_seconds(dev.process.pid)
     tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
     return {
@@ -112,7 +109,6 @@ def time_ui_backfill(source: Path, work: Path) -> dict:
         "bucket_runs": sum("dagster/asset_partition_range_start" in t or "dagster/partition" in t for t in tags),
         "assets": sorted("/".join(a["path"]) for a in params["assetSelection"]),
         "timeline": timeline,
-        "backfill_daemon_ticks": ticks,
         "daemon_cpu_seconds": daemon_cpu,
     }
 
@@ -145,17 +141,6 @@ def run_timeline(backfill: dict, launched: float) -> list[dict]:
             }
         )
     return rows
-
-
-def daemon_ticks(log: str, launched: float) -> list[float]:
-    """Seconds after the launch at which the backfill daemon evaluated the backfill (from dagster dev's log)."""
-    ticks = []
-    for line in log.splitlines():
-        if "BackfillDaemon" in line and "Evaluating asset backfill" in line:
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", line)  # dagster dev colours its log
-            stamp = datetime.strptime(plain[:25], "%Y-%m-%d %H:%M:%S %z").timestamp()
-            ticks.append(round(stamp - launched, 1))
-    return ticks
 
 
 def main() -> None:
@@ -202,7 +187,6 @@ def main() -> None:
     for row in ui["timeline"]:
         times = " ".join(f"{row[k]:7.1f}" for k in ("created", "started", "ended"))
         print(f"  {row['run']}  {row['partitions']:<12} {times}")
-    print(f"backfill ticks   {', '.join(f'{t:.1f}' for t in ui['backfill_daemon_ticks'])}")
     print(f"daemon CPU       {ui['daemon_cpu_seconds']} s since make dev started")
     print(f"json             {out}")
 
