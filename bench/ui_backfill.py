@@ -5,11 +5,12 @@
 
 Both build a fresh store on a fresh Dagster instance with 64 buckets and deploy/dagster.yaml:
 - `make run`: `python -m precompute_assets.cli.make_run` (backup off), the process's wall time.
-- the UI: `dagster dev` (webserver and daemon, as `make dev` starts them). The sensor's first tick
+- the UI: `make dev`'s `dagster dev` (webserver and the project's daemon, `cli.dev`). The sensor's first tick
   passes on an empty input and it is switched off as its toggle does, the stocks are copied in, and the
   backfill that the `precompute` job's **Materialize all** launches with **All** partitions is sent
   through the webserver's `launchPartitionBackfill`; timed from the launch to the end of its last run.
-Prints both, the ratio and the runs each took, and writes JSON to bench/results/ui_backfill_<input>.json.
+Prints both, the ratio, each run's times after the launch (created, started, ended), and the
+daemon's CPU seconds, and writes JSON to bench/results/ui_backfill_<input>.json.
 No assertion on speed: the ratio is the measurement.
 """
 
@@ -31,6 +32,12 @@ sys.path.insert(0, str(ROOT / "precompute_assets_tests"))
 
 BATCHES = 64
 SAMPLE = ROOT / "data" / "parquet" / "stock_data"
+
+# Each run's queue and start times, to show where the UI's time goes between the backfill's launch and its end.
+RUN_TIMES = """
+query Backfill($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  ... on PartitionBackfill { timestamp runs { id jobName creationTime startTime endTime tags { key value } } } } }
+"""
 
 
 def empty_store(store: Path, parquet: Path) -> None:
@@ -90,7 +97,10 @@ def time_ui_backfill(source: Path, work: Path) -> dict:
         backfill_id = dev.launch_backfill(params)
         backfill = dev.wait_for_backfill(backfill_id, timeout=7200)
         seconds = time.perf_counter() - started
+        launched = time.time() - seconds
         runs = backfill["runs"]
+        timeline = run_timeline(dev.graphql(RUN_TIMES, {"id": backfill_id})["partitionBackfillOrError"], launched)
+        daemon_cpu = daemon_cpu_seconds(dev.process.pid)
     tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
     return {
         "seconds": round(seconds, 1),
@@ -98,7 +108,39 @@ def time_ui_backfill(source: Path, work: Path) -> dict:
         "runs": len(runs),
         "bucket_runs": sum("dagster/asset_partition_range_start" in t or "dagster/partition" in t for t in tags),
         "assets": sorted("/".join(a["path"]) for a in params["assetSelection"]),
+        "timeline": timeline,
+        "daemon_cpu_seconds": daemon_cpu,
     }
+
+
+def daemon_cpu_seconds(dev_pid: int) -> float:
+    """CPU seconds the daemon process has used since `make dev` started it (every daemon thread)."""
+    import psutil
+
+    for proc in psutil.Process(dev_pid).children(recursive=True):
+        if any(part in ("dagster._daemon", "precompute_assets.cli.daemon") for part in proc.cmdline()):
+            times = proc.cpu_times()
+            return round(times.user + times.system, 1)
+    return float("nan")
+
+
+def run_timeline(backfill: dict, launched: float) -> list[dict]:
+    """Each run's seconds after the launch: created (queued), started (its process up), ended."""
+    rows = []
+    for run in sorted(backfill["runs"], key=lambda r: r["creationTime"]):
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        ends = (tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end"))
+        what = tags.get("dagster/partition") or "..".join(filter(None, ends))
+        rows.append(
+            {
+                "run": run["id"][:8],
+                "partitions": what or "-",
+                "created": round(run["creationTime"] - launched, 1),
+                "started": round((run["startTime"] or launched) - launched, 1),
+                "ended": round((run["endTime"] or launched) - launched, 1),
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -141,6 +183,11 @@ def main() -> None:
         f"{ui['status']}"
     )
     print(f"ratio            {result['ratio_ui_to_make_run']:.2f} (target <= 1.3)")
+    print("UI timeline      seconds after the launch: run created / started / ended")
+    for row in ui["timeline"]:
+        times = " ".join(f"{row[k]:7.1f}" for k in ("created", "started", "ended"))
+        print(f"  {row['run']}  {row['partitions']:<12} {times}")
+    print(f"daemon CPU       {ui['daemon_cpu_seconds']} s since make dev started")
     print(f"json             {out}")
 
 

@@ -10,14 +10,19 @@ third-party message) still shows.
   uses none of them.
 - gym prints its "unmaintained since 2022" banner to stderr at import; Qlib's RL package imports gym,
   and the project never uses it.
+- Dagster's backfill daemon logs its bookkeeping at INFO on every iteration (about ten lines), which
+  `make dev`'s daemon runs every 2 s (`cli.daemon`) while a backfill is in progress; the lines that
+  say something happened (a run submitted, the backfill done, warnings and errors) still show.
 - Dagster warns about beta and preview APIs the project chose knowingly: the observable input source,
-  the backfill policy (range runs) and partitioned asset checks (one result per bucket).
+  the backfill policy (range runs) and partitioned asset checks (one result per bucket); and that
+  `dagster dev`, which `make dev` runs, is superseded by `dg dev` (the project has no `dg` layout).
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import logging
 import re
 import sys
 import warnings
@@ -64,7 +69,39 @@ DAGSTER_API_WARNINGS = (
     "Function `observable_source_asset` is currently in beta",  # BetaWarning
     "Parameter `backfill_policy` of function `asset` is currently in beta",  # BetaWarning
     "Specifying a partitions_def on an AssetCheckSpec is currently in preview",  # PreviewWarning
+    "Function `dev_command` is superseded",  # `make dev` (cli.dev) runs `dagster dev`, not `dg dev`
 )
+
+
+BACKFILL_DAEMON_LOGGER = "dagster.daemon.BackfillDaemon"
+# Exact starts of the backfill daemon's per-iteration INFO lines (dagster/_core/execution/asset_backfill.py).
+BACKFILL_ITERATION_LINES = (
+    "Evaluating asset backfill ",
+    "Assets targeted by backfill ",
+    "No relevant assets materialized since last tick.",
+    "Assets materialized since last tick:",
+    "Not all root assets (assets in backfill that do not have parents in the backill) have been requested",
+    "Root assets that have not yet been requested:",
+    "Considering the following candidate subset:",
+    "Candidate subset is empty.",
+    "No asset partitions to request.",
+    "Asset partitions to request:",
+    "The following assets were considered for materialization but not requested:",
+    "Backfill has in progress runs. Backfill is still in progress.",
+    "Backfill iteration summary:",
+    "Overall backfill status:",
+)
+_ITERATION_DONE = re.compile(r"Asset backfill \S+ completed iteration with status BulkActionStatus\.REQUESTED\.")
+
+
+class _BackfillIterationFilter(logging.Filter):
+    """Drops the INFO lines the backfill daemon writes on every iteration whatever happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (message.startswith(BACKFILL_ITERATION_LINES) or _ITERATION_DONE.fullmatch(message))
 
 
 class _LineFilter:
@@ -135,6 +172,9 @@ def install() -> None:
     """Filter the known noise in this process (idempotent)."""
     if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())
+    backfill_daemon = logging.getLogger(BACKFILL_DAEMON_LOGGER)
+    if not any(isinstance(f, _BackfillIterationFilter) for f in backfill_daemon.filters):
+        backfill_daemon.addFilter(_BackfillIterationFilter())
     for message in DAGSTER_API_WARNINGS:
         # `message` is matched at the start of the warning's text: only these exact warnings go
         warnings.filterwarnings("ignore", message=re.escape(message), category=Warning)

@@ -1,5 +1,6 @@
-"""Real Dagster services for the end-to-end tests: `dagster dev` on 127.0.0.1, a temporary
-DAGSTER_HOME, a GraphQL client, and Qlib reads in a fresh process.
+"""Real Dagster services for the end-to-end tests: `make dev`'s `dagster dev` (cli.dev: Dagster's, with
+the project's daemon) on 127.0.0.1, a temporary DAGSTER_HOME, a GraphQL client, and Qlib reads in a
+fresh process.
 
 Every service runs in its own process group (`start_new_session`), so stopping it ends the webserver,
 the daemon, the code server and every run worker they started, even when a test fails half-way.
@@ -27,7 +28,7 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
+DEV = [sys.executable, "-m", "precompute_assets.cli.dev"]  # what `make dev` runs
 BATCHES = "4"
 LOCATION = "precompute_assets.definitions"  # workspace.yaml's python_module
 SENSOR = "parquet_input_sensor"
@@ -177,7 +178,7 @@ class DagsterDev:
         shutil.copy(ROOT / "deploy" / "dagster.yaml", self.home / "dagster.yaml")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [DAGSTER, "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", "workspace.yaml"],
+                [*DEV, "-h", "127.0.0.1", "-p", str(self.port), "-w", "workspace.yaml"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

@@ -17,11 +17,13 @@ import re
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from conftest import build_store, copy_inputs
 from e2e_services import dagster_dev, read_with_qlib
 
 from precompute_assets.build.buckets import bucket_keys, bucket_of
+from precompute_assets.cli.dev import PROJECT_DAEMON
 from precompute_assets.defs.precompute.run_progress import PROGRESS_TAG
 
 pytestmark = pytest.mark.e2e
@@ -49,8 +51,8 @@ def test_materialize_all_backfill_builds_a_store_qlib_reads(tmp_path):
     parquet.mkdir()
     store = build_store(parquet, tmp_path / "qlib_data").qlib_data_path  # current for an empty input
 
-    # Two neighbouring buckets per run (the backfill policy's range, `PRECOMPUTE_BUCKETS_PER_RUN`)
-    with dagster_dev(tmp_path, parquet, store, env={"PRECOMPUTE_BUCKETS_PER_RUN": "2"}) as dev:
+    # The backfill policy's own range: every bucket in one range per core, two of two buckets here
+    with dagster_dev(tmp_path, parquet, store) as dev:
         dev.quiet_sensor()
         copy_inputs(CODES, parquet)
         assert not (store / "features").exists() or not any((store / "features").iterdir())
@@ -86,6 +88,12 @@ def test_materialize_all_backfill_builds_a_store_qlib_reads(tmp_path):
             assert done == expected, f"{key}: materialized by the backfill for {done}, expected {expected}"
 
         assert {r["id"] for r in dev.runs()} == run_ids  # nothing but the backfill ran
+
+        # `make dev`'s daemon (cli.daemon) ran it; its console keeps the runs it submitted and drops the
+        # bookkeeping it logs on every iteration (console_noise)
+        assert any(PROJECT_DAEMON in proc.cmdline() for proc in psutil.Process(dev.process.pid).children(True))
+        log = dev.log_path.read_text(errors="replace")
+        assert "Submitted run" in log and "Evaluating asset backfill" not in log
 
         # Every bucket's check results are recorded on its own partition (none on None), all passed.
         for name in STORE_CHECKS:

@@ -1,10 +1,10 @@
 """`make run`: build or update the store through Dagster runs, with progress and a one-screen summary.
 
 The runs go to the Dagster instance in `DAGSTER_HOME`, so they show in the UI afterwards. The
-calendar runs first, then the stale buckets in runs of up to `PRECOMPUTE_BUCKETS_PER_RUN` neighbouring
-buckets, or one run per core when only inputs changed (two runs at a time, one per core; each runs the
-store's checks and records them per bucket),
-then the manifest, then a backup when something changed and every check passed. While the ranges run,
+calendar runs first, then the stale buckets in runs of neighbouring buckets, as many as the backfill
+policy's range holds (`partitions.buckets_per_run_setting`: a whole build is one range per core),
+two runs at a time, one per core (each runs the store's checks and records them per bucket), then
+the manifest, then a backup when something changed and every check passed. While the ranges run,
 it shows one line per running range (its `precompute/progress` tag: buckets, stocks, time left).
 A bucket whose input, indicator definitions and calendar history are unchanged is not run at all, so
 a second `make run` on the same input finishes quickly and changes nothing.
@@ -28,10 +28,10 @@ from typing import TextIO
 from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter, execute_job, reconstructable
 
 from precompute_assets.build import intermediates
-from precompute_assets.build.bucket_state import INPUT_CHANGED, input_problems
+from precompute_assets.build.bucket_state import input_problems
 from precompute_assets.build.buckets import bucket_keys
 from precompute_assets.build.freshness import stale_buckets
-from precompute_assets.defs.partitions import BUCKETS_PER_RUN_ENV, buckets_per_run_setting, stock_buckets
+from precompute_assets.defs.partitions import RUNS_AT_A_TIME, buckets_per_run_setting, stock_buckets
 from precompute_assets.defs.precompute.check_status import unfinished_store_checks
 from precompute_assets.defs.precompute.run_progress import PROGRESS_TAG
 from precompute_assets.defs.run_workers import WORKER_TAG, mark_dead_runs, worker_tag
@@ -180,7 +180,7 @@ def running_ranges(instance: DagsterInstance, session: str) -> dict[str, str]:
     return {run.tags[RANGE_TAG]: run.tags.get(PROGRESS_TAG, "starting") for run in runs if RANGE_TAG in run.tags}
 
 
-def main(workers: int = 2) -> int:
+def main(workers: int = RUNS_AT_A_TIME) -> int:
     settings = Settings.from_env()
     started = time.perf_counter()
     print(f"input {settings.parquet_data_path}  ->  store {settings.qlib_data_path}  ({settings.batches} buckets)")
@@ -196,7 +196,7 @@ def main(workers: int = 2) -> int:
             todo.setdefault(bucket, f"checks of run {run_id[:8]} did not finish")
     print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
     failed, runs = [], {}
-    groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), buckets_per_run(todo, workers))
+    groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), buckets_per_run_setting())
     session = uuid.uuid4().hex
     board = ProgressBoard(sys.stdout)
     with (
@@ -263,16 +263,6 @@ def _store_note(outcome: RunOutcome) -> str:
         if not outcome.store.get("stocks_written"):
             notes.append("nothing left to do")
     return f" ({'; '.join(notes)})" if notes else ""
-
-
-def buckets_per_run(todo: dict[str, str], workers: int) -> int:
-    """The backfill policy's range size (`partitions.buckets_per_run_setting`); unless the setting is
-    given, one run per worker when every bucket only has changed input (the daily update: a bucket's
-    new day costs less than a run's start)."""
-    size = buckets_per_run_setting()
-    if not os.environ.get(BUCKETS_PER_RUN_ENV) and todo and set(todo.values()) == {INPUT_CHANGED}:
-        return max(size, -(-len(todo) // workers))
-    return size
 
 
 def contiguous_groups(buckets: list[str], order: list[str], size: int) -> list[tuple[str, ...]]:

@@ -12,15 +12,21 @@ from precompute_assets.settings import Settings
 
 stock_buckets = StaticPartitionsDefinition(bucket_keys(Settings.from_env().batches))
 
-# Buckets per run (a partition range): each run costs a process start, Dagster's run and step
-# start-up and the checks' imports, a few seconds, whatever it holds. See README "Performance".
+RUNS_AT_A_TIME = 2
+"""Bucket runs at once, one per core: the run queue's limits in deploy/dagster.yaml and `make run`'s workers."""
+
+# Buckets per run (a partition range). Each run costs a process start, Dagster's run and step start-up
+# and the imports of Qlib and Great Expectations whatever it holds; a run the daemon launches also
+# waits for its launch (its queue slot, the code server's new process). So a whole build is one range
+# per core. See README "Performance".
 BUCKETS_PER_RUN_ENV = "PRECOMPUTE_BUCKETS_PER_RUN"
-BUCKETS_PER_RUN = 8
 
 
-def buckets_per_run_setting() -> int:
-    """`PRECOMPUTE_BUCKETS_PER_RUN`, else 8: the range size of a build's runs, whoever launches them."""
-    return int(os.environ.get(BUCKETS_PER_RUN_ENV) or BUCKETS_PER_RUN)
+def buckets_per_run_setting(buckets: int | None = None) -> int:
+    """`PRECOMPUTE_BUCKETS_PER_RUN`, else a build of `buckets` (default: every bucket) in `RUNS_AT_A_TIME`
+    ranges: the range size of a build's runs, whoever launches them."""
+    count = len(stock_buckets.get_partition_keys()) if buckets is None else buckets
+    return int(os.environ.get(BUCKETS_PER_RUN_ENV) or -(-count // RUNS_AT_A_TIME))
 
 
 # Every partitioned asset carries it, so a UI or CLI backfill runs ranges of neighbouring buckets

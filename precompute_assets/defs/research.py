@@ -4,8 +4,6 @@ import base64
 
 from dagster import MaterializeResult, MetadataValue, asset
 
-from precompute_assets.consumers import backtest_report as run_backtest_report
-from precompute_assets.consumers import train_model
 from precompute_assets.defs.precompute.manifest import store_manifest
 from precompute_assets.defs.resources import PrecomputeSettings
 
@@ -16,6 +14,10 @@ from precompute_assets.defs.resources import PrecomputeSettings
     description="The five strategies on the stored stocks over the last three years, from the stored indicators.",
 )
 def backtest_report(precompute: PrecomputeSettings) -> MaterializeResult:
+    # imported here: the consumers bring in Qlib's models and mlflow, which every run's process would
+    # otherwise load with these definitions (the store's runs never use them)
+    from precompute_assets.consumers import backtest_report as run_backtest_report
+
     report = run_backtest_report(precompute.settings)
     rows = ["| strategy | " + " | ".join(next(iter(report.metrics.values()))) + " |"]
     rows.append("|" + " --- |" * (len(next(iter(report.metrics.values()))) + 1))
@@ -38,6 +40,8 @@ def backtest_report(precompute: PrecomputeSettings) -> MaterializeResult:
     description="LightGBM on every stored column (Alpha158's label), with IC and rank IC on the test segment.",
 )
 def trained_model(precompute: PrecomputeSettings) -> MaterializeResult:
+    from precompute_assets.consumers import train_model  # imported here: see backtest_report
+
     result = train_model(precompute.settings)
     return MaterializeResult(
         metadata={**{k: float(v) for k, v in result.metrics.items()}, "features_from": result.handler}
