@@ -11,8 +11,13 @@ import pandas as pd
 import pytest
 
 from precompute_assets.build.buckets import bucket_keys, bucket_of
-from precompute_assets.cli.make_run import contiguous_groups
-from precompute_assets.defs.partitions import BUCKETS_PER_RUN_ENV, RUNS_AT_A_TIME, buckets_per_run_setting
+from precompute_assets.cli.make_run import bucket_ranges, contiguous_groups
+from precompute_assets.defs.partitions import (
+    BUCKETS_PER_RUN_ENV,
+    RUNS_AT_A_TIME,
+    buckets_per_run_setting,
+    stock_buckets,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "parquet" / "stock_data"
@@ -28,6 +33,15 @@ def test_a_whole_build_runs_one_range_of_neighbouring_buckets_per_core(monkeypat
     assert [b for g in groups for b in g] == ORDER
     odd = bucket_keys(7)
     assert [len(g) for g in contiguous_groups(odd, odd, buckets_per_run_setting(len(odd)))] == [4, 3]
+
+
+def test_a_partial_rebuild_still_runs_one_range_per_core(monkeypatch):
+    monkeypatch.delenv(BUCKETS_PER_RUN_ENV, raising=False)
+    order = stock_buckets.get_partition_keys()
+    stale = order[1 : 1 + len(order) // 2]  # half the buckets: one range would hold them all
+    half = -(-len(stale) // RUNS_AT_A_TIME)
+    assert bucket_ranges(set(stale)) == [tuple(stale[:half]), tuple(stale[half:])]
+    assert bucket_ranges({order[0]}) == [(order[0],)]
 
 
 def test_the_setting_wins_and_gaps_split_ranges(monkeypatch):

@@ -1,8 +1,8 @@
 """`make run`: build or update the store through Dagster runs, with progress and a one-screen summary.
 
 The runs go to the Dagster instance in `DAGSTER_HOME`, so they show in the UI afterwards. The
-calendar runs first, then the stale buckets in runs of neighbouring buckets, as many as the backfill
-policy's range holds (`partitions.buckets_per_run_setting`: a whole build is one range per core),
+calendar runs first, then the stale buckets in runs of neighbouring buckets, the stale ones split into
+one range per core by the rule the backfill policy uses (`partitions.buckets_per_run_setting`),
 two runs at a time, one per core (each runs the store's checks and records them per bucket), then
 the manifest, then a backup when something changed and every check passed. While the ranges run,
 it shows one line per running range (its `precompute/progress` tag: buckets, stocks, time left).
@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -196,7 +196,7 @@ def main(workers: int = RUNS_AT_A_TIME) -> int:
             todo.setdefault(bucket, f"checks of run {run_id[:8]} did not finish")
     print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
     failed, runs = [], {}
-    groups = contiguous_groups(sorted(todo), stock_buckets.get_partition_keys(), buckets_per_run_setting())
+    groups = bucket_ranges(todo)
     session = uuid.uuid4().hex
     board = ProgressBoard(sys.stdout)
     with (
@@ -263,6 +263,12 @@ def _store_note(outcome: RunOutcome) -> str:
         if not outcome.store.get("stocks_written"):
             notes.append("nothing left to do")
     return f" ({'; '.join(notes)})" if notes else ""
+
+
+def bucket_ranges(todo: Iterable[str]) -> list[tuple[str, ...]]:
+    """The runs for the stale buckets: neighbours together, one range per core (the backfill policy's rule)."""
+    stale = sorted(todo)
+    return contiguous_groups(stale, stock_buckets.get_partition_keys(), buckets_per_run_setting(len(stale)))
 
 
 def contiguous_groups(buckets: list[str], order: list[str], size: int) -> list[tuple[str, ...]]:
