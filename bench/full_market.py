@@ -2,11 +2,21 @@
 
     .venv/bin/python bench/full_market.py            # 5,000 stocks x 10 years (about 20 minutes on 2 cores)
     .venv/bin/python bench/full_market.py --small    # 500 stocks x 10 years
+    .venv/bin/python bench/full_market.py --reuse /work/fm_store --workdir DIR --no-reads   # the update only
 
 The market comes from the project's own generator. The build and the update go through `make run`'s
-path (Dagster runs on a temporary instance, two buckets at a time), so the figures include process
-start, orchestration and I/O. Prints a table and writes JSON (`--json`, default bench/results/).
-Ratios are measured in the same run, so a noisy machine moves both sides alike.
+path as it runs by default (Dagster runs on a temporary instance, two buckets at a time, a backup
+after each run that changed the store), so the figures include process start, orchestration, I/O and
+the backup. After the update, on the same store: its I/O floor (one read of every changed input file,
+then one 4-byte append to every bin file, each on two processes; the appends are undone untimed),
+the update against it, and the kept backups' allocated bytes against the store's (hard links once).
+The update's runs and each step's seconds come from the Dagster event log.
+
+`--reuse` copies a built store (its parquet/, qlib_data/ and dagster_home/) into the workdir, backs
+it up once if the workdir has no backups yet (the previous evening's backup), gives every stock one
+more day and times the update alone; a second `--reuse` of the same workdir adds the next day again.
+Prints a table and writes JSON (`--json`, default bench/results/). Ratios are measured in the same
+run, so a noisy machine moves both sides alike; the load average is printed with each figure.
 """
 
 from __future__ import annotations
