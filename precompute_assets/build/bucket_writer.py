@@ -44,6 +44,7 @@ def write_stock(
     quality: Mapping[str, object],
     publish: bool = True,
     input_stat: list[int] | None = None,
+    current: dict | None = None,
 ) -> StockWrite:
     """Check the family columns against the registry and the bars' dates, then write them.
 
@@ -53,6 +54,7 @@ def write_stock(
     history) writes a full version as pending; an in-place append is refused then, as its rows would
     read shifted through the published calendar. `input_stat` is the input file's size and
     modification time as it was read (None: too fresh to vouch for it, so the next run hashes it).
+    `current` is the stock's `_stock.json` when the caller has just read it (under the bucket lock).
     """
     if not publish and plan.mode != "full":
         raise ValueError(f"{code}: calendar history was inserted after the plan was made; run the bucket again")
@@ -94,7 +96,7 @@ def write_stock(
         commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta, publish=publish)
         written, record = len(bars), WrittenStock()
     else:
-        written, record = _update(layout, registry, code, bars, family_frames, plan, state, meta)
+        written, record = _update(layout, registry, code, bars, family_frames, plan, state, meta, current)
     stored = meta.get("indicators", {})
     return StockWrite(
         code,
@@ -118,11 +120,12 @@ def _update(
     plan: StockPlan,
     state: Mapping[str, float],
     meta: dict,
+    current: dict | None = None,
 ) -> tuple[int, WrittenStock]:
     """Append the plan's new days to every column that is not stale, and replace the stale ones.
 
     Each family frame is aligned once as a block (a reindex per column cost more than the appends)."""
-    current = read_stock_meta(layout, code)
+    current = current if current is not None else read_stock_meta(layout, code)
     update = plan.update
     # NaN shares were measured on the full history; the new days do not change them materially
     meta["quality"] = {**meta["quality"], "nan_share": current.get("quality", {}).get("nan_share", {})}

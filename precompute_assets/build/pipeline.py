@@ -161,7 +161,16 @@ def build_bars(settings: Settings, bucket: str, log: Log = no_log, run: str = ""
     repairs = marked_for_repair(layout, bucket)
     progress = Progress(f"{bucket} bars", len(codes), log)
     planned = _plan_stocks(
-        layout, registry, calendar, folder.files, codes, fingerprints, repairs, progress.advance, inputs.contents
+        layout,
+        registry,
+        calendar,
+        folder.files,
+        codes,
+        fingerprints,
+        repairs,
+        progress.advance,
+        inputs.contents,
+        inputs.metas,
     )
     bars, plans, quality, errors = planned.bars, planned.plans, planned.quality, planned.errors
     work = intermediates.bucket_dir(settings.work_path, bucket, run)
@@ -202,6 +211,8 @@ class BucketInputs:
     fingerprints: dict[str, str] = field(default_factory=dict)
     stats: dict[str, list[int] | None] = field(default_factory=dict)
     contents: dict[str, bytes] = field(default_factory=dict)
+    metas: dict[str, dict | None] = field(default_factory=dict)
+    """Each stock's `_stock.json` as read for its stat, which its plan is made against."""
 
 
 def _read_changed_inputs(layout: StoreLayout, files: Mapping[str, Path], codes: list[str]) -> BucketInputs:
@@ -211,7 +222,7 @@ def _read_changed_inputs(layout: StoreLayout, files: Mapping[str, Path], codes: 
     for code in codes:
         path = files[code]
         stat = file_stat(path)
-        meta = read_stock_meta(layout, code)
+        out.metas[code] = meta = read_stock_meta(layout, code)
         if _stat_vouches(meta, stat):
             out.fingerprints[code] = meta["input_fingerprint"]
             known_fingerprint(path, meta["input_fingerprint"])
@@ -244,8 +255,10 @@ def _plan_stocks(
     repairs: Mapping[str, str],
     advance=lambda: None,
     contents: Mapping[str, bytes] | None = None,
+    metas: Mapping[str, dict | None] | None = None,
 ) -> PlannedStocks:
-    """Plan every stock; a file that lost stored days is refused (`history_shrunk`), its stored data kept."""
+    """Plan every stock against its `_stock.json` (from `metas` when the caller has just read it); a
+    file that lost stored days is refused (`history_shrunk`), its stored data kept."""
     need = max(history_need(i) for i in registry.all())
     published = read_calendar(layout)
     inserted = history_inserted(published, calendar)
@@ -271,8 +284,9 @@ def _plan_stocks(
             return loaded.inputs[code].bars.index
 
         try:
+            meta = metas[code] if metas is not None and code in metas else read_stock_meta(layout, code)
             plan, stock_bars = plan_stock(
-                layout, registry, code, fingerprints[code], calendar, load, repairs.get(code), dates, published
+                layout, registry, code, meta, fingerprints[code], calendar, load, repairs.get(code), dates, published
             )
         except _Unreadable:  # skipped with its InputError; whatever the store holds stays as it is
             out.errors.extend(str(e) for e in loaded.errors)
@@ -396,7 +410,10 @@ def write_bucket(
         if lock.waited:
             log(f"{bucket} store: waited {lock.waited:.1f}s for the bucket lock held by {lock.waited_for}")
         family_frames = {f: intermediates.read_frames(intermediates.frames_path(work, f)) for f in families}
-        meanwhile = [c for c, plan in plans.items() if plan.stored != stored_digest(read_stock_meta(layout, c))]
+        stored = {code: read_stock_meta(layout, code) for code in plans}  # what each write starts from
+        meanwhile = [c for c, plan in plans.items() if plan.stored != stored_digest(stored[c])]
+        for code in meanwhile:
+            del stored[code]  # planned again below: its write reads what is stored then
         if meanwhile:
             redone = _replan_written_meanwhile(
                 settings, bucket, calendar, meanwhile, notes, plans, bars, family_frames, family_notes
@@ -433,6 +450,7 @@ def write_bucket(
                     quality,
                     publish=publish,
                     input_stat=input_stat,
+                    current=stored.get(code),
                 )
             except (ValueError, OSError) as exc:
                 outcome = exc

@@ -27,7 +27,7 @@ from precompute_assets.indicators.registry import Registry
 from precompute_assets.store.base_fields import base_fields
 from precompute_assets.store.bin_file import encode, read_bin
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import files_match_meta, read_stock_meta, sits_on_calendar
+from precompute_assets.store.stock_commit import files_match_meta, sits_on_calendar
 
 Mode = Literal["skip", "full", "update"]
 
@@ -76,6 +76,7 @@ def plan_stock(
     layout: StoreLayout,
     registry: Registry,
     code: str,
+    meta: dict | None,
     fingerprint: str,
     calendar: pd.DatetimeIndex,
     load_bars: Callable[[], pd.DataFrame],
@@ -83,14 +84,14 @@ def plan_stock(
     file_dates: Callable[[], pd.DatetimeIndex] | None = None,
     published: pd.DatetimeIndex | None = None,
 ) -> tuple[StockPlan, pd.DataFrame | None]:
-    """The stock's plan and, unless it is skipped, its calendar-aligned bars.
+    """The stock's plan against `meta` (its `_stock.json` as the caller read it, None when the stock is
+    not stored) and, unless it is skipped, its calendar-aligned bars.
 
     `repair` is why a check marked the stock damaged (a same-size overwrite only a checksum sees).
     `file_dates` gives the dates the file itself holds (after `load_bars`; by default the bars' rows
     with any value), `published` the calendar readers see, on which the stored rows may still sit.
     Raises `HistoryShrunk` when changed input lacks stored dates.
     """
-    meta = read_stock_meta(layout, code)
     plan, bars = _plan(layout, registry, code, fingerprint, calendar, load_bars, repair, meta, file_dates, published)
     return replace(plan, stored=stored_digest(meta)), bars
 

@@ -187,22 +187,23 @@ def main(workers: int = RUNS_AT_A_TIME) -> int:
     with _instance_created_once() as instance:
         for run_id, reason in mark_dead_runs(instance):
             print(f"run {run_id} marked FAILURE: {reason}")
-    if not run_job(calendar_job):
-        print("calendar run failed; see the Dagster UI (make dev) for its logs")
-        return 1
-    todo = {bucket: stale.reason for bucket, stale in stale_buckets(settings).items()}
-    with DagsterInstance.get() as instance:
-        for bucket, run_id in unfinished_store_checks(instance).items():
-            todo.setdefault(bucket, f"checks of run {run_id[:8]} did not finish")
-    print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
     failed, runs = [], {}
-    groups = bucket_ranges(todo)
-    session = uuid.uuid4().hex
-    board = ProgressBoard(sys.stdout)
     with (
-        ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool,
+        ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_warm_worker) as pool,
         DagsterInstance.get() as instance,
     ):
+        for _ in range(workers):  # each submit starts a worker: they import while the calendar runs here
+            pool.submit(_worker_ready)
+        if not run_job(calendar_job):
+            print("calendar run failed; see the Dagster UI (make dev) for its logs")
+            return 1
+        todo = {bucket: stale.reason for bucket, stale in stale_buckets(settings).items()}
+        for bucket, run_id in unfinished_store_checks(instance).items():
+            todo.setdefault(bucket, f"checks of run {run_id[:8]} did not finish")
+        print(f"{len(todo)} of {settings.batches} buckets to build" + (": " + _reasons(todo) if todo else ""))
+        groups = bucket_ranges(todo)
+        session = uuid.uuid4().hex
+        board = ProgressBoard(sys.stdout)
         futures = {pool.submit(run_bucket_job, group, session): group for group in groups}
         pending, done = set(futures), 0
         while pending:
@@ -230,6 +231,18 @@ def main(workers: int = RUNS_AT_A_TIME) -> int:
             failed.append("backup")
     _summary(settings, runs, failed, holdouts, time.perf_counter() - started)
     return 1 if failed or holdouts else 0
+
+
+def _warm_worker() -> None:
+    """A bucket worker's imports, done once as it starts: the definitions its runs load and Great
+    Expectations, which their checks import (seconds of a run's start otherwise)."""
+    import great_expectations  # noqa: F401
+
+    import precompute_assets.definitions  # noqa: F401
+
+
+def _worker_ready() -> None:
+    """The task that starts a worker (`ProcessPoolExecutor` starts its processes on submit)."""
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.store.bin_file import encode
-from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
+from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, PENDING, StoreLayout
 
 
 def align_to_calendar(frame: pd.DataFrame, calendar: pd.DatetimeIndex) -> tuple[int, pd.DataFrame]:
@@ -88,7 +88,9 @@ def pending_codes(layout: StoreLayout) -> list[str]:
     """Stocks with a version waiting for its calendar to be published (upper case)."""
     if not layout.versions_dir.is_dir():
         return []
-    return sorted(d.name.upper() for d in layout.versions_dir.iterdir() if layout.pending_link(d.name).is_symlink())
+    # string paths: every check of every bucket lists the store, and a Path per stock cost most of it
+    with os.scandir(layout.versions_dir) as entries:
+        return sorted(e.name.upper() for e in entries if os.path.islink(os.path.join(e.path, PENDING)))
 
 
 def publish_pending(layout: StoreLayout, codes: list[str]) -> None:

@@ -39,10 +39,16 @@ def validate_completeness(
     scope = BucketScope(settings, bucket, written)
     registry = load_registry()
     inputs = scope.readable_inputs()
-    stored = {code for code in scope.stored if read_stock_meta(scope.layout, code) is not None}
+    metas = {code: read_stock_meta(scope.layout, code) for code in scope.stored}
+    stored = {code for code, meta in metas.items() if meta is not None}
     stocks = pd.DataFrame({CODE: list(inputs), "stored": [code in stored for code in inputs]})
     columns = pd.DataFrame(
-        [row for code, stock in inputs.items() if code in stored for row in _coverage(scope, registry, code, stock)],
+        [
+            row
+            for code, stock in inputs.items()
+            if code in stored
+            for row in _coverage(scope, registry, code, stock, _appended_starts(scope, code, metas[code]))
+        ],
         columns=[CODE, COLUMN, "present", "missing_dates", "first_missing"],
     )
     session = GxSession(f"completeness.{scope.name}")
@@ -77,12 +83,24 @@ def validate_completeness(
     return ValidationResult("completeness", scope.name, session.summary(), session.expectations, failures, checked)
 
 
-def _coverage(scope: BucketScope, registry: Registry, code: str, stock: StockInput) -> list[tuple]:
+def _appended_starts(scope: BucketScope, code: str, meta: dict | None) -> dict[str, int]:
+    """The files the run only appended to, each with the first row's calendar index the stock's record
+    gives: an append leaves a file's header as it was, which the checks after the run that wrote it
+    judged (and the audit judges again), so only the new rows are this run's to prove."""
+    if meta is None or not scope.rows_before(code):
+        return {}
+    start = int(meta["start_index"])
+    return dict.fromkeys(scope.written[code].appended, start)  # type: ignore[index]
+
+
+def _coverage(
+    scope: BucketScope, registry: Registry, code: str, stock: StockInput, known_starts: dict[str, int]
+) -> list[tuple]:
     """One row per expected column (and one for the calendar): is it there, and which input dates does it miss."""
     dates = stock.bars.index
     positions = scope.calendar.get_indexer(dates)
     rows = [(code, CALENDAR, True, *_missing(dates, positions >= 0))]
-    spans = file_spans(scope.layout, code)
+    spans = file_spans(scope.layout, code, known_starts)
     missing: dict[tuple[int, int], tuple[int, str]] = {}  # nearly every column of a stock has the same span
     for name in expected_columns(registry, stock):
         span = spans.get(name.lower())

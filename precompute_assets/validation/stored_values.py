@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,19 +61,28 @@ def stored_fields(layout: StoreLayout, code: str) -> list[str]:
     return sorted(p.name.split(".")[0] for p in directory.glob(f"*.{FREQ}.bin"))
 
 
-def file_spans(layout: StoreLayout, code: str) -> dict[str, tuple[int, int]]:
+def file_spans(
+    layout: StoreLayout, code: str, known_starts: Mapping[str, int] | None = None
+) -> dict[str, tuple[int, int]]:
     """Per field (lower case) with a bin file: (calendar index of the first row, row count), from its
     header and size; a file whose header is not a number spans nothing.
 
     Each file costs one open, a 4-byte read and an fstat: a buffered file object, a stat by path and
-    numpy scalars per file cost several times that over a stock's hundreds of files.
+    numpy scalars per file cost several times that over a stock's hundreds of files. A field in
+    `known_starts` (a file a run only appended to, whose header the append left as the stock's record
+    gives it) costs the listing's stat alone: its header is a page the append did not touch, often no
+    longer in memory, and reading it for every file was most of the check after a daily update.
     """
     try:
         entries = bin_entries(layout, code)
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    known_starts = known_starts or {}
     spans = {}
     for field, entry in entries.items():
+        if field in known_starts:
+            spans[field] = (known_starts[field], entry.stat().st_size // DTYPE.itemsize - 1)
+            continue
         fd = os.open(entry.path, os.O_RDONLY)
         try:
             header = os.read(fd, HEADER.size)
