@@ -369,7 +369,9 @@ def main() -> None:
             "share_outside_indicator_computation": round(1 - compute / (2 * full_seconds), 3),
             "step_seconds": round(in_steps, 1),
             "orchestration_share": round(1 - in_steps / (2 * full_seconds), 3),
-            "backup_seconds": sum(r["end"] - r["start"] for r in build_timeline if r["job"] == "store_backup_job"),
+            "backup_seconds": round(
+                sum(r["end"] - r["start"] for r in build_timeline if r["job"] == "store_backup_job"), 1
+            ),
         }
         for path in (work / "market").glob("*.parquet"):  # the next trading day arrives for every stock
             shutil.copy(path, work / "parquet" / path.name)
@@ -394,6 +396,8 @@ def main() -> None:
         "columns": len(load_registry().all()),
         "new_day": new_day,
     }
+    if full_seconds is not None:  # the build had every day but the new one
+        results["full_build"]["stock_days_per_second"] = round(len(inputs) * (days - 1) / full_seconds)
 
     mark, load = time.time(), os.getloadavg()
     update_seconds, update_peak, output = make_run(env)
