@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from precompute_assets.store.bin_columns import MISSING, Paths, read_into_grid, read_into_rows
 from precompute_assets.store.bin_file import read_raw
 from precompute_assets.store.calendar import read_calendar
 from precompute_assets.store.layout import BIN_SUFFIX, FREQ, StoreLayout
@@ -133,21 +134,11 @@ def read_grid(
     skipped = set(absent)
 
     def fill_field(k: int, name: str) -> None:
-        block, file_name = values[k], f"{name.lower()}{BIN_SUFFIX}"
-        for j, (code, directory) in enumerate(zip(codes, directories, strict=True)):
-            if code in skipped:
-                continue
-            try:
-                data = read_raw(os.path.join(directory, file_name))
-            except FileNotFoundError:
-                missing.append((code, name))
-                continue
-            if data.size < 2:
-                continue
-            first, part = window(data, lo, hi)
-            block[first - lo : first - lo + len(part), j] = part
+        file_name = f"{name.lower()}{BIN_SUFFIX}"
+        spans = read_into_grid(Paths.of([os.path.join(d, file_name) for d in directories]), lo, hi, values[k])
+        missing.extend((codes[j], name) for j in np.flatnonzero(spans.first == MISSING) if codes[j] not in skipped)
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:  # file reads release the GIL
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # the compiled reads release the GIL
         list(pool.map(fill_field, range(len(fields)), fields))
     return Grid(reader.calendar[lo : hi + 1], codes, list(fields), values, sorted(missing), absent)
 
@@ -247,28 +238,33 @@ def _fill(
 ) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[str, int, int]]]:
     """The block, filled column by column; missing files; stocks with a field outside their probed rows."""
     values = np.full((len(fields) + extra, rows), np.nan, dtype=np.float32)
+    codes = list(stocks)
+    sizes = np.array([len(stocks[code].positions) for code in codes], dtype=np.int64)
+    position_starts = np.zeros(len(codes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=position_starts[1:])
+    positions = _concat([stocks[code].positions for code in codes])
+    stock_rows = _concat([stocks[code].rows for code in codes])
+    probed_first = np.array([p[0] if len(p) else 0 for p in (stocks[c].positions for c in codes)], dtype=np.int64)
+    probed_last = np.array([p[-1] if len(p) else -1 for p in (stocks[c].positions for c in codes)], dtype=np.int64)
     missing: list[tuple[str, str]] = []
     beyond: list[tuple[str, int, int]] = []
 
     def fill_column(j: int, name: str) -> None:
-        column, file_name = values[j], f"{name.lower()}{BIN_SUFFIX}"
-        for code, stock in stocks.items():
-            try:
-                data = read_raw(os.path.join(stock.directory, file_name))
-            except FileNotFoundError:
-                missing.append((code, name))
-                continue
-            if data.size < 2:
-                continue
-            first, part = window(data, lo, hi)
-            last, positions = first + len(part) - 1, stock.positions
-            if len(part) and (not len(positions) or first < positions[0] or last > positions[-1]):
-                beyond.append((code, first, last))
-            _scatter(column, stock, first, part)
+        file_name = f"{name.lower()}{BIN_SUFFIX}"
+        paths = Paths.of([os.path.join(stocks[code].directory, file_name) for code in codes])
+        spans = read_into_rows(paths, lo, hi, positions, position_starts, stock_rows, values[j])
+        missing.extend((codes[i], name) for i in np.flatnonzero(spans.first == MISSING))
+        last = spans.first + spans.count - 1
+        outside = (spans.count > 0) & ((sizes == 0) | (spans.first < probed_first) | (last > probed_last))
+        beyond.extend((codes[i], int(spans.first[i]), int(last[i])) for i in np.flatnonzero(outside))
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:  # file reads release the GIL
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # the compiled reads release the GIL
         list(pool.map(fill_column, range(len(fields)), fields))
     return values, missing, beyond
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays).astype(np.int64, copy=False) if arrays else np.empty(0, dtype=np.int64)
 
 
 def _probe(directory: str, names: Sequence[str], lo: int, hi: int) -> tuple[int, int] | None:
