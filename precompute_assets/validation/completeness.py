@@ -6,6 +6,8 @@ is listed, not failed, here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -16,8 +18,9 @@ from precompute_assets.input.parquet import StockInput
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import BASE_FIELDS
 from precompute_assets.store.stock_commit import read_stock_meta
-from precompute_assets.validation.bucket_scope import BucketScope
-from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
+from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
+from precompute_assets.validation.gx_runner import CODE, COLUMN, Rule
+from precompute_assets.validation.judging import FrameRules, Inspection, judge
 from precompute_assets.validation.result import ValidationResult
 from precompute_assets.validation.stored_values import file_spans
 
@@ -34,10 +37,50 @@ def validate_completeness(
     settings: Settings, bucket: str | None, written: dict[str, WrittenStock] | None = None
 ) -> ValidationResult:
     """Every input stock of the bucket, or with `written` the stocks a run wrote."""
+    return next(validate_completeness_buckets(settings, {bucket: written}))
+
+
+def validate_completeness_buckets(
+    settings: Settings, written: Mapping[str | None, dict[str, WrittenStock] | None]
+) -> Iterator[ValidationResult]:
+    """`validate_completeness` of each bucket in `written` (in its order), judged together by GX."""
     import great_expectations as gx
 
-    scope = BucketScope(settings, bucket, written)
+    listing = StoreListing(settings)
     registry = load_registry()
+    specs = [
+        FrameRules(
+            "stocks",
+            [
+                Rule(
+                    gx.expectations.ExpectColumnValuesToBeInSet(column="stored", value_set=[True]),
+                    "not in the store",
+                    "*",
+                )
+            ],
+            [CODE],
+        ),
+        FrameRules(
+            "columns",
+            [
+                Rule(
+                    gx.expectations.ExpectColumnValuesToBeInSet(column="present", value_set=[True]),
+                    "no file in the store",
+                ),
+                Rule(
+                    gx.expectations.ExpectColumnValuesToBeBetween(column="missing_dates", max_value=0),
+                    "input dates missing from the store",
+                ),
+            ],
+            [CODE, COLUMN],
+            ["first_missing"],
+        ),
+    ]
+    inspections = (_inspect_bucket(BucketScope(listing, bucket, w), registry) for bucket, w in written.items())
+    return judge("completeness", specs, inspections)
+
+
+def _inspect_bucket(scope: BucketScope, registry: Registry) -> Inspection:
     inputs = scope.readable_inputs()
     metas = {code: read_stock_meta(scope.layout, code) for code in scope.stored}
     stored = {code for code, meta in metas.items() if meta is not None}
@@ -51,28 +94,6 @@ def validate_completeness(
         ],
         columns=[CODE, COLUMN, "present", "missing_dates", "first_missing"],
     )
-    session = GxSession(f"completeness.{scope.name}")
-    failures = session.run(
-        "stocks",
-        stocks,
-        [Rule(gx.expectations.ExpectColumnValuesToBeInSet(column="stored", value_set=[True]), "not in the store", "*")],
-        [CODE],
-    )
-    failures += session.run(
-        "columns",
-        columns,
-        [
-            Rule(
-                gx.expectations.ExpectColumnValuesToBeInSet(column="present", value_set=[True]), "no file in the store"
-            ),
-            Rule(
-                gx.expectations.ExpectColumnValuesToBeBetween(column="missing_dates", max_value=0),
-                "input dates missing from the store",
-            ),
-        ],
-        [CODE, COLUMN],
-        ["first_missing"],
-    )
     checked = {
         "stocks_in_input": len(scope.input_files),
         "stocks_checked": len(inputs),
@@ -80,7 +101,7 @@ def validate_completeness(
         "columns_per_stock": len(registry.all()) + len(BASE_FIELDS),
         "calendar_days": len(scope.calendar),
     }
-    return ValidationResult("completeness", scope.name, session.summary(), session.expectations, failures, checked)
+    return Inspection(scope.name, {"stocks": stocks, "columns": columns}, checked)
 
 
 def _appended_starts(scope: BucketScope, code: str, meta: dict | None) -> dict[str, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,28 @@ HEADER = struct.Struct("<f")  # a bin file's first float32 (DTYPE): the calendar
 def read_stored(
     layout: StoreLayout, code: str, fields: Iterable[str], calendar: pd.DatetimeIndex, index: pd.DatetimeIndex
 ) -> pd.DataFrame:
-    """`fields` (lower case) of one stock on `index` (dates of `calendar`); absent values are NaN."""
+    """`fields` (lower case) of one stock on `index` (dates of `calendar`); absent values are NaN, and
+    a field without a file has no column."""
+    names, columns = _read_columns(layout, code, fields, calendar, index)
+    block = np.stack(columns, axis=1) if columns else np.empty((len(index), 0), np.float32)
+    return pd.DataFrame(block, index=index, columns=names)
+
+
+def read_stored_block(
+    layout: StoreLayout, code: str, fields: Sequence[str], calendar: pd.DatetimeIndex, index: pd.DatetimeIndex
+) -> np.ndarray:
+    """`read_stored` as one float64 array with a column per field (NaN for a field without a file):
+    no frame for a stock whose few appended rows are stacked with many others'."""
+    block = np.full((len(index), len(fields)), np.nan)
+    names, columns = _read_columns(layout, code, fields, calendar, index)
+    for name, column in zip(names, columns, strict=True):
+        block[:, list(fields).index(name)] = column
+    return block
+
+
+def _read_columns(
+    layout: StoreLayout, code: str, fields: Iterable[str], calendar: pd.DatetimeIndex, index: pd.DatetimeIndex
+) -> tuple[list[str], list[np.ndarray]]:
     positions = calendar.get_indexer(index)
     directory = str(layout.stock_dir(code))
     names, columns = [], []
@@ -42,8 +63,7 @@ def read_stored(
             column[inside] = values[offset[inside]]
         names.append(name)
         columns.append(column)
-    block = np.stack(columns, axis=1) if columns else np.empty((len(index), 0), np.float32)
-    return pd.DataFrame(block, index=index, columns=names)
+    return names, columns
 
 
 def stored_span(calendar: pd.DatetimeIndex, meta: dict) -> pd.DatetimeIndex:
