@@ -22,7 +22,7 @@ from precompute_assets.input.parquet import InputError, StockInput, read_stock_c
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import align_to_calendar, stored_codes
+from precompute_assets.store.stock_commit import align_to_calendar, read_stock_meta, stored_codes
 
 
 @dataclass
@@ -62,6 +62,7 @@ class BucketScope:
     bucket: str | None
     written: dict[str, WrittenStock] | None = None
     _inputs: dict[str, StockInput | InputError] = field(default_factory=dict, repr=False)
+    _metas: dict[str, dict | None] = field(default_factory=dict, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -101,6 +102,22 @@ class BucketScope:
     def rows_before(self, code: str) -> int:
         """Rows of the stock that the run did not write (0: judge every row)."""
         return 0 if self.written is None or code not in self.written else self.written[code].rows_before
+
+    def meta(self, code: str) -> dict | None:
+        """The stock's `_stock.json` (read once per validation), None when missing or unreadable."""
+        if code not in self._metas:
+            self._metas[code] = read_stock_meta(self.layout, code)
+        return self._metas[code]
+
+    def appended_starts(self, code: str) -> dict[str, int]:
+        """The files (lower-case fields) the run only appended to, each with the first row's calendar
+        index the stock's record gives: an append leaves a file's header as it was, which the checks
+        after the run that wrote it judged (and the audit judges again), so only the new rows are this
+        run's to prove, and they are read without the header."""
+        meta = self.meta(code)
+        if meta is None or not self.rows_before(code):
+            return {}
+        return dict.fromkeys(self.written[code].appended, int(meta["start_index"]))  # type: ignore[index]
 
     @cached_property
     def history_shrunk(self) -> dict[str, str]:

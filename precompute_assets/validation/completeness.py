@@ -17,7 +17,6 @@ from precompute_assets.indicators.registry import Registry
 from precompute_assets.input.parquet import StockInput
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import BASE_FIELDS
-from precompute_assets.store.stock_commit import read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
 from precompute_assets.validation.gx_runner import CODE, COLUMN, Rule
 from precompute_assets.validation.judging import FrameRules, Inspection, judge
@@ -82,15 +81,14 @@ def validate_completeness_buckets(
 
 def _inspect_bucket(scope: BucketScope, registry: Registry) -> Inspection:
     inputs = scope.readable_inputs()
-    metas = {code: read_stock_meta(scope.layout, code) for code in scope.stored}
-    stored = {code for code, meta in metas.items() if meta is not None}
+    stored = {code for code in scope.stored if scope.meta(code) is not None}
     stocks = pd.DataFrame({CODE: list(inputs), "stored": [code in stored for code in inputs]})
     columns = pd.DataFrame(
         [
             row
             for code, stock in inputs.items()
             if code in stored
-            for row in _coverage(scope, registry, code, stock, _appended_starts(scope, code, metas[code]))
+            for row in _coverage(scope, registry, code, stock, scope.appended_starts(code))
         ],
         columns=[CODE, COLUMN, "present", "missing_dates", "first_missing"],
     )
@@ -102,16 +100,6 @@ def _inspect_bucket(scope: BucketScope, registry: Registry) -> Inspection:
         "calendar_days": len(scope.calendar),
     }
     return Inspection(scope.name, {"stocks": stocks, "columns": columns}, checked)
-
-
-def _appended_starts(scope: BucketScope, code: str, meta: dict | None) -> dict[str, int]:
-    """The files the run only appended to, each with the first row's calendar index the stock's record
-    gives: an append leaves a file's header as it was, which the checks after the run that wrote it
-    judged (and the audit judges again), so only the new rows are this run's to prove."""
-    if meta is None or not scope.rows_before(code):
-        return {}
-    start = int(meta["start_index"])
-    return dict.fromkeys(scope.written[code].appended, start)  # type: ignore[index]
 
 
 def _coverage(

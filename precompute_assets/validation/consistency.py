@@ -19,7 +19,6 @@ from precompute_assets.indicators.compute import compute_family
 from precompute_assets.indicators.registry import FAMILIES, Indicator
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import base_fields
-from precompute_assets.store.stock_commit import read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
 from precompute_assets.validation.gx_runner import CODE, COLUMN, Rule
 from precompute_assets.validation.judging import FrameRules, Inspection, judge
@@ -92,8 +91,9 @@ def _inspect_bucket(
         result = compute_family(family, {code: bars[code] for code in codes}, scope.calendar, family_indicators)
         for code, frame in result.frames.items():
             frame = frame.iloc[_first_written(scope, code, frame.index) :]
+            fields = [i.field for i in family_indicators]
             stored_frame = read_stored(
-                scope.layout, code, [i.field for i in family_indicators], scope.calendar, frame.index
+                scope.layout, code, fields, scope.calendar, frame.index, scope.appended_starts(code)
             )
             for indicator in (i for i in family_indicators if i.name in frame):  # a failed column: completeness
                 expected = frame[indicator.name].to_numpy(np.float32)
@@ -133,7 +133,7 @@ def _first_written(scope: BucketScope, code: str, dates: pd.DatetimeIndex) -> in
     before = scope.rows_before(code)
     if not before:
         return 0
-    meta = read_stock_meta(scope.layout, code) or {}
+    meta = scope.meta(code) or {}
     first_new = int(meta.get("start_index", 0)) + before
     return int(dates.searchsorted(scope.calendar[first_new])) if first_new < len(scope.calendar) else len(dates)
 
@@ -141,7 +141,7 @@ def _first_written(scope: BucketScope, code: str, dates: pd.DatetimeIndex) -> in
 def _compare_base(scope: BucketScope, code: str, bars: pd.DataFrame) -> list[tuple]:
     bars = bars.iloc[_first_written(scope, code, bars.index) :]
     expected = base_fields(bars)
-    stored = read_stored(scope.layout, code, list(expected), scope.calendar, bars.index)
+    stored = read_stored(scope.layout, code, list(expected), scope.calendar, bars.index, scope.appended_starts(code))
     return [_row(code, name, stored.get(name), values, bars.index, exact=True) for name, values in expected.items()]
 
 

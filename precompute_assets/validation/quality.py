@@ -19,7 +19,6 @@ from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.settings import Settings
-from precompute_assets.store.stock_commit import read_stock_meta
 from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
 from precompute_assets.validation.gx_runner import CODE, COLUMN, DATE, Rule
 from precompute_assets.validation.judging import FrameRules, Inspection, judge
@@ -78,7 +77,7 @@ def _inspect_bucket(scope: BucketScope, warmups: dict[str, int], max_nan_share: 
     update reads one row of each); every column's profile for a stock written in full."""
     codes, dates, blocks, profiles = [], [], [], []
     for code in scope.stored:
-        meta = read_stock_meta(scope.layout, code)
+        meta = scope.meta(code)
         if meta is None:
             continue  # unreadable `_stock.json`: the integrity check names it
         rows = stored_span(scope.calendar, meta)[scope.rows_before(code) :]
@@ -87,7 +86,9 @@ def _inspect_bucket(scope: BucketScope, warmups: dict[str, int], max_nan_share: 
             profiles.extend(_profile(code, frame, warmups))
             block = frame.reindex(columns=VALUE_COLUMNS).to_numpy(np.float64)
         else:
-            block = read_stored_block(scope.layout, code, VALUE_COLUMNS, scope.calendar, rows)
+            block = read_stored_block(
+                scope.layout, code, VALUE_COLUMNS, scope.calendar, rows, scope.appended_starts(code)
+            )
         codes.append(np.full(len(rows), code, dtype=object))
         dates.append(rows)
         blocks.append(block)
