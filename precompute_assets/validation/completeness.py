@@ -24,6 +24,8 @@ from precompute_assets.validation.result import ValidationResult
 from precompute_assets.validation.stored_values import file_spans
 
 CALENDAR = "calendar"
+WHOLE = "*"
+"""The column of a stock's row that stands for its complete columns and calendar."""
 
 
 def expected_columns(registry: Registry, stock: StockInput) -> list[str]:
@@ -105,10 +107,15 @@ def _inspect_bucket(scope: BucketScope, registry: Registry) -> Inspection:
 def _coverage(
     scope: BucketScope, registry: Registry, code: str, stock: StockInput, known_starts: dict[str, int]
 ) -> list[tuple]:
-    """One row per expected column (and one for the calendar): is it there, and which input dates does it miss."""
+    """A row per expected column (or the calendar) that is missing or misses input dates, and one for
+    the stock standing for all that is complete: GX names every gap, and a complete stock costs it one
+    row, not one per column."""
     dates = stock.bars.index
     positions = scope.calendar.get_indexer(dates)
-    rows = [(code, CALENDAR, True, *_missing(dates, positions >= 0))]
+    rows = [(code, WHOLE, True, 0, "")]
+    off_calendar = _missing(dates, positions >= 0)
+    if off_calendar[0]:
+        rows.append((code, CALENDAR, True, *off_calendar))
     spans = file_spans(scope.layout, code, known_starts)
     missing: dict[tuple[int, int], tuple[int, str]] = {}  # nearly every column of a stock has the same span
     for name in expected_columns(registry, stock):
@@ -119,7 +126,8 @@ def _coverage(
         if span not in missing:
             start, count = span
             missing[span] = _missing(dates, (positions >= start) & (positions < start + count))
-        rows.append((code, name, True, *missing[span]))
+        if missing[span][0]:
+            rows.append((code, name, True, *missing[span]))
     return rows
 
 
