@@ -9,6 +9,7 @@ that found only warnings (a high NaN share) reports WARN and lets the run go on.
 """
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from dagster import (
@@ -18,6 +19,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetRecordsFilter,
+    DagsterEventType,
     Output,
     asset_check,
 )
@@ -30,7 +32,7 @@ from precompute_assets.build.bucket_state import mark_for_repair
 from precompute_assets.build.written import WrittenStock, read_written
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.check_metadata import check_metadata
-from precompute_assets.defs.precompute.run_progress import RunProgress
+from precompute_assets.defs.precompute.run_progress import TAG_EVERY, RunProgress
 from precompute_assets.defs.precompute.store import qlib_store
 from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.settings import Settings
@@ -66,23 +68,33 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
             bucket: read_written(intermediates.bucket_dir(settings.work_path, bucket, run))
             for bucket in context.partition_keys
         }
+        reported, pending = time.monotonic(), []
         for bucket, result in zip(written, validate(context, settings, written), strict=True):
             results[bucket] = result
-            log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
-            log(result.describe())  # names the check and the bucket
-            progress.bucket_done(bucket)
+            if not result.passed:
+                (context.log.error if result.blocking else context.log.warning)(result.describe())
+            pending.append(bucket)
+            if time.monotonic() - reported >= TAG_EVERY:  # buckets judged together report together
+                progress.bucket_done(*pending)
+                reported, pending = time.monotonic(), []
+        if pending:
+            progress.bucket_done(*pending)
+        passed = [bucket for bucket, result in results.items() if result.passed]
+        if passed:
+            context.log.info(f"{name}: passed on {len(passed)} bucket(s): {', '.join(passed)}")
         if context.has_partition_key:
             yield AssetCheckResult(**_outcome(next(iter(results.values()))))
             return
         # A returned AssetCheckResult carries no partition in a range run (Dagster 1.13 records it on
         # None): each bucket gets its own evaluation instead, and the check's output is emitted bare.
+        targets = _latest_materializations(context, list(results))
         for bucket, result in results.items():
             yield AssetCheckEvaluation(
                 asset_key=qlib_store.key,
                 check_name=name,
                 partition=bucket,
                 blocking=True,
-                target_materialization_data=_latest_materialization(context, bucket),
+                target_materialization_data=targets.get(bucket),
                 **_outcome(result),
             )
         yield Output(None, output_name=CHECK_OUTPUT)
@@ -90,19 +102,30 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
     return _check
 
 
-def _latest_materialization(
-    context: AssetCheckExecutionContext, bucket: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The bucket's latest `qlib_store` materialization, which the UI ties the evaluation to."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=qlib_store.key, asset_partitions=[bucket]), limit=1
-    ).records
-    if not records:
-        return None
-    record = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+def _latest_materializations(
+    context: AssetCheckExecutionContext, buckets: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each bucket's latest `qlib_store` materialization, which the UI ties its evaluation to (two
+    queries for all the buckets of the run, not one per bucket)."""
+    instance = context.instance
+    latest = instance.get_latest_storage_id_by_partition(
+        qlib_store.key, DagsterEventType.ASSET_MATERIALIZATION, set(buckets)
     )
+    if not latest:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=qlib_store.key, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    by_id = {record.storage_id: record for record in records}
+    return {
+        bucket: AssetCheckEvaluationTargetMaterializationData(
+            run_id=by_id[storage_id].event_log_entry.run_id,
+            storage_id=storage_id,
+            timestamp=by_id[storage_id].timestamp,
+        )
+        for bucket, storage_id in latest.items()
+        if storage_id in by_id
+    }
 
 
 def _outcome(result: ValidationResult) -> dict[str, object]:
