@@ -49,9 +49,9 @@ class RunProgress:
         started = record.start_time if record and record.start_time else time.time()
         return cls(context, step, stocks, max(len(plan.step_keys_to_execute), 1), len(succeeded), started)
 
-    def bucket_done(self, bucket: str) -> str:
-        """Report `bucket` finished in this step; returns the line it logged."""
-        self.buckets_done.append(bucket)
+    def bucket_done(self, *buckets: str) -> str:
+        """Report `buckets` finished in this step (a check judges many at once); returns the line it logged."""
+        self.buckets_done.extend(buckets)
         line = self.describe()
         self.context.log.info(line)
         now = time.monotonic()
