@@ -11,7 +11,7 @@ import pandas as pd
 from precompute_assets.build.update_plan import StockPlan
 from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.registry import Indicator, Registry
-from precompute_assets.store.base_fields import base_fields
+from precompute_assets.store.base_fields import BASE_FIELDS, base_fields
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.stock_commit import commit_stock, read_stock_meta, update_stock
 
@@ -59,7 +59,7 @@ def write_stock(
     if not publish and plan.mode != "full":
         raise ValueError(f"{code}: calendar history was inserted after the plan was made; run the bucket again")
     for family, frame in family_frames.items():
-        names = registry.names(family)
+        names = set(registry.names(family))
         unknown = [c for c in frame.columns if c not in names]
         if unknown:
             raise ValueError(f"{code}: {family} returned unregistered columns {unknown}")
@@ -105,7 +105,7 @@ def write_stock(
         written,
         meta["first_date"],
         meta["last_date"],
-        len(base_fields(bars.iloc[:1])) + len(stored),
+        len(BASE_FIELDS) + ("amount" in bars) + len(stored),
         [n for n in expected if n.lower() not in stored],
         record,
     )

@@ -106,6 +106,10 @@ def _clear_pending(layout: StoreLayout, code: str) -> None:
         os.unlink(layout.pending_link(code))
 
 
+class StockFilesDamaged(ValueError):
+    """A stock's file is missing or not of the size its `_stock.json` records: rebuild the stock in full."""
+
+
 def update_stock(
     layout: StoreLayout,
     code: str,
@@ -119,23 +123,38 @@ def update_stock(
     `current` is the stock's `_stock.json` when the caller has just read it. The appended rows lie
     past the published calendar until the manifest step publishes it, so neither Qlib nor the
     project's reader sees a half-appended stock. A crash leaves files longer than `_stock.json`
-    records, which the next run detects (`files_match_meta`) and rebuilds in full.
+    records, which the next run finds and rebuilds in full.
+
+    An append first checks the file's size on its own descriptor (`fstat`, no path lookup), and one
+    that appends also checks the recorded files it neither appends to nor replaces, so the planner
+    need not stat a stock it plans to append to; a file of another size than recorded raises
+    `StockFilesDamaged` and leaves `_stock.json` as it was (files before it may hold the append: the
+    caller rebuilds the stock in full, as a new version).
     """
     current = current if current is not None else read_stock_meta(layout, code)
     if current is None:
         raise ValueError(f"{code}: no stored version to update")
     directory = str(layout.stock_dir(code).resolve())
     files = dict(current["files"])  # type: ignore[call-overload]
+    if appends:
+        _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
     for field, values in appends.items():
         payload = np.asarray(values, dtype="<f4").tobytes()
+        size, crc = files[field]
         # os-level calls: a daily update appends to every column of every stock, a quarter of a
         # million files at full-market scale, and buffered file objects cost ten times the write
-        handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(handle, payload)
+            handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
+        try:
+            found = os.fstat(handle).st_size
+            if found != size:
+                raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
+            if os.write(handle, payload) != len(payload):
+                raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
         finally:
             os.close(handle)
-        size, crc = files[field]
         files[field] = [size + len(payload), zlib.crc32(payload, crc)]
     for field, values in replacements.items():
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
@@ -147,6 +166,17 @@ def update_stock(
     tmp = f"{directory}/.{META_FILE}.{uuid.uuid4().hex}.tmp"
     Path(tmp).write_text(meta_text(merged))
     os.replace(tmp, f"{directory}/{META_FILE}")
+
+
+def _check_sizes(directory: str, sizes: Mapping[str, int]) -> None:
+    """Raise `StockFilesDamaged` unless each field's file in `directory` has the size given."""
+    for field, size in sizes.items():
+        try:
+            found = os.stat(f"{directory}/{field}{BIN_SUFFIX}").st_size
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
+        if found != size:
+            raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
 
 
 def meta_text(meta: Mapping[str, object]) -> str:
