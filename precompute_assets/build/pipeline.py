@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.build import intermediates
+from precompute_assets.build.appended import record_appended
 from precompute_assets.build.bucket_state import clear_repairs, marked_for_repair, record_bucket, record_input_problems
 from precompute_assets.build.bucket_writer import StockWrite, write_stock
 from precompute_assets.build.buckets import bucket_keys, codes_in_bucket
@@ -499,6 +500,8 @@ def write_bucket(
                     errors.append(f"{code} store: {reason}, and it could not be planned again: see the bars step")
         # a stock whose write failed is judged whole: its checks must see what the failure left
         record_written(work, {**{c: WrittenStock() for c in failed}, **{w.code: w.written for w in written}})
+        if any(w.appended.fields for w in written):  # a run that appended nothing leaves the last record
+            record_appended(settings.work_path, bucket, {w.code: w.appended for w in written})
         _record_input_stats(layout, plans, notes)
         record_input_problems(
             layout,

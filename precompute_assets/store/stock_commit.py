@@ -17,6 +17,8 @@ import time
 import uuid
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,23 @@ def _clear_pending(layout: StoreLayout, code: str) -> None:
         os.unlink(layout.pending_link(code))
 
 
+@dataclass
+class Appended:
+    """What `update_stock` appended: the version folder and, per field, (the file's size before, its
+    modification time right after, the bytes appended)."""
+
+    directory: str = ""
+    fields: dict[str, tuple[int, int, bytes]] = dataclass_field(default_factory=dict)
+
+    def tail(self, name: str, size_before: int, size: int, mtime_ns: int) -> bytes | None:
+        """The bytes appended to `name` if its file is now exactly as this append left it: of that size
+        before, those bytes longer now, and not modified since (the caller checks it is the same file)."""
+        entry = self.fields.get(name)
+        if entry is None or entry[0] != size_before or entry[1] != mtime_ns or size_before + len(entry[2]) != size:
+            return None
+        return entry[2]
+
+
 class StockFilesDamaged(ValueError):
     """A stock's file is missing or not of the size its `_stock.json` records: rebuild the stock in full."""
 
@@ -117,7 +136,7 @@ def update_stock(
     replacements: Mapping[str, np.ndarray],
     meta: Mapping[str, object],
     current: Mapping[str, object] | None = None,
-) -> None:
+) -> Appended:
     """Append new days to a stock's current files in place and replace whole columns; `_stock.json` last.
 
     `current` is the stock's `_stock.json` when the caller has just read it. The appended rows lie
@@ -129,13 +148,14 @@ def update_stock(
     that appends also checks the recorded files it neither appends to nor replaces, so the planner
     need not stat a stock it plans to append to; a file of another size than recorded raises
     `StockFilesDamaged` and leaves `_stock.json` as it was (files before it may hold the append: the
-    caller rebuilds the stock in full, as a new version).
+    caller rebuilds the stock in full, as a new version). Returns what was appended, for the backup.
     """
     current = current if current is not None else read_stock_meta(layout, code)
     if current is None:
         raise ValueError(f"{code}: no stored version to update")
     directory = str(layout.stock_dir(code).resolve())
     files = dict(current["files"])  # type: ignore[call-overload]
+    appended = Appended(directory)
     if appends:
         _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
     for field, values in appends.items():
@@ -153,6 +173,7 @@ def update_stock(
                 raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
             if os.write(handle, payload) != len(payload):
                 raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
+            appended.fields[field] = (size, os.fstat(handle).st_mtime_ns, payload)
         finally:
             os.close(handle)
         files[field] = [size + len(payload), zlib.crc32(payload, crc)]
@@ -166,6 +187,7 @@ def update_stock(
     tmp = f"{directory}/.{META_FILE}.{uuid.uuid4().hex}.tmp"
     Path(tmp).write_text(meta_text(merged))
     os.replace(tmp, f"{directory}/{META_FILE}")
+    return appended
 
 
 def _check_sizes(directory: str, sizes: Mapping[str, int]) -> None:
