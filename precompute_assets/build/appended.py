@@ -11,10 +11,13 @@ crc32 chained over them equals the one `_stock.json` records; anything else it r
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
 from pathlib import Path
+
+import numpy as np
 
 from precompute_assets.build import intermediates
 from precompute_assets.store.stock_commit import Appended
@@ -23,12 +26,24 @@ RECORD = "appended.json"
 
 
 def record_appended(work_path: Path, bucket: str, stocks: dict[str, Appended]) -> None:
-    """Replace the bucket's record with this store step's appends (`update_stock`'s results)."""
-    data = {
-        code: {"directory": s.directory, "fields": {f: [b, m, p.hex()] for f, (b, m, p) in s.fields.items()}}
-        for code, s in stocks.items()
-        if s.fields
-    }
+    """Replace the bucket's record with this store step's appends (`update_stock`'s results).
+
+    Per stock, the fields' names joined and their numbers and bytes as base64 of packed arrays: the
+    backup holds every bucket's record at once, and a JSON value per field cost ten times the memory.
+    """
+    data = {}
+    for code, appended in stocks.items():
+        if not appended.fields:
+            continue
+        before, mtimes, payloads = zip(*appended.fields.values(), strict=True)
+        data[code] = {
+            "directory": appended.directory,
+            "fields": ",".join(appended.fields),
+            "before": _pack(np.array(before, dtype="<i8")),
+            "mtimes": _pack(np.array(mtimes, dtype="<i8")),
+            "lengths": _pack(np.array([len(p) for p in payloads], dtype="<i8")),
+            "bytes": base64.b64encode(b"".join(payloads)).decode(),
+        }
     path = intermediates.bucket_dir(work_path, bucket) / RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -36,17 +51,36 @@ def record_appended(work_path: Path, bucket: str, stocks: dict[str, Appended]) -
     os.replace(tmp, path)
 
 
-def read_appended(work_path: Path) -> dict[str, Appended]:
-    """Every bucket's latest appends by stock code (an unreadable record counts as none)."""
-    stocks: dict[str, Appended] = {}
-    if not Path(work_path).is_dir():
-        return stocks
-    for path in sorted(Path(work_path).glob(f"*/{RECORD}")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        for code, entry in data.items():
-            fields = {f: (int(b), int(m), bytes.fromhex(p)) for f, (b, m, p) in entry["fields"].items()}
-            stocks[code] = Appended(entry["directory"], fields)
-    return stocks
+class AppendedRecords:
+    """Every bucket's latest record, each stock's entry unpacked only when it is taken (`pop`)."""
+
+    def __init__(self, work_path: Path) -> None:
+        self._entries: dict[str, dict] = {}
+        for path in sorted(Path(work_path).glob(f"*/{RECORD}")) if Path(work_path).is_dir() else []:
+            try:
+                self._entries.update(json.loads(path.read_text()))
+            except (OSError, ValueError):  # unreadable: the backup reads those files from the store
+                continue
+
+    def pop(self, code: str) -> Appended | None:
+        """The stock's appends (None when no record has them), removed from the records."""
+        entry = self._entries.pop(code, None)
+        if entry is None:
+            return None
+        names = entry["fields"].split(",")
+        before, mtimes, lengths = (_unpack(entry[key]).tolist() for key in ("before", "mtimes", "lengths"))
+        data = base64.b64decode(entry["bytes"])
+        ends = np.cumsum(lengths).tolist()
+        fields = {
+            name: (size, mtime, data[end - length : end])
+            for name, size, mtime, length, end in zip(names, before, mtimes, lengths, ends, strict=True)
+        }
+        return Appended(entry["directory"], fields)
+
+
+def _pack(values: np.ndarray) -> str:
+    return base64.b64encode(values.tobytes()).decode()
+
+
+def _unpack(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<i8")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from precompute_assets.build.appended import read_appended
+from precompute_assets.build.appended import AppendedRecords
 from precompute_assets.build.buckets import bucket_of
 from precompute_assets.operations.backup_increments import StockBackup, StockChanged, backup_stock
 from precompute_assets.operations.config import OperationsConfig
@@ -79,7 +79,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         raise BackupError(f"there is no store to back up at {layout.root}")
     codes = stored_codes(layout)
     previous = _previous_backup(config)
-    appended = read_appended(settings.work_path) if previous is not None else {}
+    appended = AppendedRecords(settings.work_path) if previous is not None else None  # nothing to extend otherwise
     need = sum(tree_bytes(p) for p in shared_entries(layout.root))
     need += sum(_stock_bytes(layout, code, previous) for code in codes)
     ensure_free_space(config.backup_path, need, f"back up {layout.root}")
@@ -95,7 +95,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         try:
             backed_up = pool.map(
                 lambda code: _backup_verified(
-                    layout, target, code, settings.batches, previous, name, appended.pop(code, None)
+                    layout, target, code, settings.batches, previous, name, appended.pop(code) if appended else None
                 ),
                 codes,
             )

@@ -144,11 +144,13 @@ def update_stock(
     project's reader sees a half-appended stock. A crash leaves files longer than `_stock.json`
     records, which the next run finds and rebuilds in full.
 
-    An append first checks the file's size on its own descriptor (`fstat`, no path lookup), and one
-    that appends also checks the recorded files it neither appends to nor replaces, so the planner
-    need not stat a stock it plans to append to; a file of another size than recorded raises
-    `StockFilesDamaged` and leaves `_stock.json` as it was (files before it may hold the append: the
-    caller rebuilds the stock in full, as a new version). Returns what was appended, for the backup.
+    Each append checks its file on its own descriptor after writing (one `fstat`, no path lookup: the
+    size must be the recorded one plus the bytes written, and the modification time goes to the
+    backup), and an update that appends also checks the recorded files it neither appends to nor
+    replaces, so the planner need not stat a stock it plans to append to. A file missing or of
+    another size than recorded raises `StockFilesDamaged` and leaves `_stock.json` as it was (files
+    may hold the append: the caller rebuilds the stock in full, as a new version, so a damaged
+    version is never written to again). Returns what was appended, for the backup.
     """
     current = current if current is not None else read_stock_meta(layout, code)
     if current is None:
@@ -168,14 +170,15 @@ def update_stock(
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
         try:
-            found = os.fstat(handle).st_size
-            if found != size:
-                raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
             if os.write(handle, payload) != len(payload):
                 raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
-            appended.fields[field] = (size, os.fstat(handle).st_mtime_ns, payload)
+            after = os.fstat(handle)
         finally:
             os.close(handle)
+        if after.st_size != size + len(payload):
+            found = after.st_size - len(payload)
+            raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
+        appended.fields[field] = (size, after.st_mtime_ns, payload)
         files[field] = [size + len(payload), zlib.crc32(payload, crc)]
     for field, values in replacements.items():
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
