@@ -76,9 +76,11 @@ def read_frames(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def write_notes(path: Path, notes: Mapping[str, object]) -> None:
+    """Compact JSON: an indented dump runs json's pure-Python encoder, and the store step's record holds
+    each appended file of the bucket."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(notes, indent=1, default=str))
+    tmp.write_text(json.dumps(notes, separators=(",", ":"), default=str))
     os.replace(tmp, path)
 
 
