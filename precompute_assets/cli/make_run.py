@@ -27,6 +27,7 @@ from typing import TextIO
 
 from dagster import DagsterInstance, DagsterRunStatus, JobDefinition, RunsFilter, execute_job, reconstructable
 
+import precompute_assets.defs.instance_storage  # noqa: F401  (installs how the runs commit their events)
 from precompute_assets.build import intermediates
 from precompute_assets.build.bucket_state import input_problems
 from precompute_assets.build.buckets import bucket_keys
