@@ -124,13 +124,15 @@ def _frame_tails(
     appended: Mapping[str, StockUpdate],
     indicators: Sequence[Indicator],
 ) -> FamilyResult:
-    need = max(history_need(i) for i in indicators)
-    tails = {c: bars_by_code[c].iloc[tail_start(bars_by_code[c], u.new_from, need) :] for c, u in appended.items()}
     plain = [i for i in indicators if i.history != "cumulative"]
     cumulative = [i for i in indicators if i.history == "cumulative"]
     # the panel engine cuts each expression's own rows from the full bars: no pads, no shared tail
     on_panel = {i.name: i.expression for i in plain if i.expression is not None and _panel_engine_on()}
     plain = [i for i in plain if i.name not in on_panel]
+    tails: dict[str, pd.DataFrame] = {}
+    if plain or cumulative:
+        need = max(history_need(i) for i in indicators)
+        tails = {c: bars_by_code[c].iloc[tail_start(bars_by_code[c], u.new_from, need) :] for c, u in appended.items()}
     result = compute_family(family, tails, calendar, plain) if plain else FamilyResult()
     if on_panel:
         new_from = {c: u.new_from for c, u in appended.items()}
