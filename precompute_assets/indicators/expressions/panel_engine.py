@@ -166,6 +166,46 @@ def _lookback(node: object, all_rows: int) -> int:
     return n - 1
 
 
+_PLANS: dict[tuple[tuple[str, ...], int, int], tuple[Counter[str], dict[str, int]]] = {}
+_PLANS_KEPT = 64
+
+
+def _reading_plan(trees: list[object], out_rows: int, panel_rows: int) -> tuple[Counter[str], dict[str, int]]:
+    """For trees evaluated on their last `out_rows` rows of a panel of `panel_rows`: how many consumers
+    read each node (by its Qlib string), and how many last rows of it they read. The same for every
+    batch of a run with those rows (a daily update's buckets), so it is worked out once."""
+    key = (tuple(_key(tree) for tree in trees), out_rows, panel_rows)
+    found = _PLANS.get(key)
+    if found is None:
+        uses: Counter[str] = Counter()
+        rows: dict[str, int] = {}
+        for tree in trees:
+            _count_uses(tree, uses)
+            _need_rows(tree, out_rows, panel_rows, rows)
+        if len(_PLANS) >= _PLANS_KEPT:
+            _PLANS.clear()
+        found = _PLANS[key] = (uses, rows)
+    return found
+
+
+def _count_uses(node: object, uses: Counter[str]) -> None:
+    key = _key(node)
+    uses[key] += 1
+    if uses[key] == 1:
+        for child in _children(node).values():
+            _count_uses(child, uses)
+
+
+def _need_rows(node: object, rows: int, panel_rows: int, need: dict[str, int]) -> None:
+    key = _key(node)
+    rows = min(rows, panel_rows)
+    if rows <= need.get(key, 0):
+        return
+    need[key] = rows
+    for child in _children(node).values():
+        _need_rows(child, rows + _lookback(node, panel_rows), panel_rows, need)
+
+
 class _Evaluator:
     """Evaluates the nodes of a batch's trees once each (by their Qlib string), each on only the panel's
     last rows its consumers read (`rows`), freeing a shared subexpression's values when its last
@@ -173,29 +213,10 @@ class _Evaluator:
 
     def __init__(self, panel: _Panel, trees: list[object], out_rows: int) -> None:
         self.panel = panel
-        self.uses: Counter[str] = Counter()
-        self.rows: dict[str, int] = {}
-        for tree in trees:
-            self._count(tree)
-            self._need(tree, out_rows)
+        uses, self.rows = _reading_plan(trees, out_rows, panel.rows)
+        self.uses = uses.copy()  # counted down as consumers read
         self.cache: dict[str, np.ndarray] = {}
         self._bounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _count(self, node: object) -> None:
-        key = _key(node)
-        self.uses[key] += 1
-        if self.uses[key] == 1:
-            for child in _children(node).values():
-                self._count(child)
-
-    def _need(self, node: object, rows: int) -> None:
-        key = _key(node)
-        rows = min(rows, self.panel.rows)
-        if rows <= self.rows.get(key, 0):
-            return
-        self.rows[key] = rows
-        for child in _children(node).values():
-            self._need(child, rows + _lookback(node, self.panel.rows))
 
     def bounds(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         found = self._bounds.get(rows)
