@@ -159,8 +159,11 @@ def _frame_tails(
             frame = frame.astype(np.float32)
             result.frames[code] = frame if existing is None else existing.join(frame)
     for code, update in appended.items():
-        if code in result.frames:
-            result.frames[code] = result.frames[code].loc[update.new_from :]
+        frame = result.frames.get(code)
+        if frame is not None:
+            first = int(frame.index.searchsorted(update.new_from))
+            if first:  # the panel engine's frames start at the new days already: no slice per stock
+                result.frames[code] = frame.iloc[first:]
     return result
 
 
