@@ -138,13 +138,18 @@ def _float_frames(
     for j, name in enumerate(names):  # a column without nulls is read without a copy; nulls become NaN
         values[j] = arrow.column(name).to_numpy(zero_copy_only=False)
     dates = pd.DatetimeIndex(arrow.column("date").to_numpy(zero_copy_only=False), name="date")
-    columns = pd.Index(names)
+    where = {name: j for j, name in enumerate(names)}
+    indexes: dict[tuple[str, ...] | None, pd.Index] = {None: pd.Index(names)}  # None: the union
     frames = {}
     for lo, hi in zip(starts, ends, strict=True):
         code = str(codes[lo])
+        chosen = tuple(own[code]) if code in own else None
+        if chosen not in indexes:
+            indexes[chosen] = pd.Index(chosen, dtype=object)
         # (columns, rows) contiguous, as pandas' own blocks lie: a column is one run of memory
-        frame = pd.DataFrame(np.ascontiguousarray(values[:, lo:hi]).T, index=dates[lo:hi], columns=columns)
-        frames[code] = frame[own[code]] if code in own else frame
+        rows = values[:, lo:hi] if chosen is None else values[[where[n] for n in chosen], lo:hi]
+        block = np.ascontiguousarray(rows)
+        frames[code] = pd.DataFrame(block.T, index=dates[lo:hi], columns=indexes[chosen])
     return frames
 
 
