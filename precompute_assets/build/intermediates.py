@@ -67,7 +67,10 @@ def _union(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 def _float_table(frames: Mapping[str, pd.DataFrame], union: list[str]) -> pa.Table | None:
     """The long table built from each frame's float array (NaN where a stock lacks a column), or
-    None when a frame is not all floats or not on a datetime index."""
+    None when a frame is not all floats or not on a datetime index, or has a column named as the
+    table's own (pandas' path refuses those)."""
+    if "code" in union or "date" in union:
+        return None
     blocks, dates = [], []
     for frame in frames.values():
         dtypes = set(frame.dtypes)
