@@ -106,8 +106,8 @@ def test_intermediates_keep_each_stocks_own_columns(tmp_path):
 
 def test_intermediates_keep_dtypes_and_store_one_nan(tmp_path):
     """Family columns (float32) come back as written, every NaN as numpy's one NaN whatever its sign or
-    payload (a fresh build and an update write the same bytes); frames with a non-float column take
-    pandas' conversion and come back as written too."""
+    payload (a fresh build and an update write the same bytes); frames with a non-float column, or
+    floats of two widths, take pandas' conversion and come back as written too."""
     dates = pd.date_range("2024-01-01", periods=3, name="date")
     odd_nan = np.array([0x7FC00001, 0xFFC00000], dtype=np.uint32).view(np.float32)  # a payload, a negative NaN
     family = {
@@ -115,7 +115,8 @@ def test_intermediates_keep_dtypes_and_store_one_nan(tmp_path):
         "SZ000001": pd.DataFrame({"a": np.float32([np.nan]), "b": np.float32([3])}, dates[:1]),
     }
     mixed = {"SH600000": pd.DataFrame({"close": [1.0, 2.0, 3.0], "note": ["x", "y", "z"]}, index=dates)}
-    for name, frames in (("family", family), ("mixed", mixed)):
+    widths = {"SH600000": pd.DataFrame({"close": [1.0, 2.0, 3.0], "x": np.float32([1, np.nan, 3])}, index=dates)}
+    for name, frames in (("family", family), ("mixed", mixed), ("widths", widths)):
         path = tmp_path / f"{name}.arrow"
         intermediates.write_frames(path, frames)
         back = intermediates.read_frames(path)
