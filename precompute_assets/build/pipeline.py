@@ -333,8 +333,9 @@ def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log
     work = _planned_work(settings, bucket, run, log)
     bars = intermediates.read_frames(intermediates.frames_path(work, "bars"))
     plans = _plans(work)
-    updates = {code: plans[code].update for code in bars}
-    log(f"{bucket} {family}: computing {len(bars)} stocks ({sum(u is None for u in updates.values())} in full)")
+    in_full = sum(plans[code].update is None for code in bars)
+    if in_full:  # a long computation is announced; a daily update's tails take less than the log event
+        log(f"{bucket} {family}: computing {len(bars)} stocks ({in_full} in full)")
     result, notes = _compute_family(family, bars, calendar, plans)
     intermediates.write_frames(intermediates.frames_path(work, family), result.frames)
     errors = notes["errors"]
@@ -343,7 +344,7 @@ def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log
     seconds = time.perf_counter() - started
     rows = sum(len(f) for f in result.frames.values())
     failed = {e.code: str(e) for e in result.errors}
-    lines = [f"{bucket} {family}: {len(result.frames)} stocks in {seconds:.1f}s"]
+    lines = [f"{bucket} {family}: {len(result.frames)} stocks ({in_full} in full) in {seconds:.1f}s"]
     for code, frame in result.frames.items():
         outcome = f"failed: {failed[code]}" if code in failed else "ok"
         share = seconds * len(frame) / rows if rows else 0.0  # families run as one batch: time by rows
