@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+import precompute_assets.defs.instance_storage  # noqa: F401  (installs how the runs commit their events)
 from precompute_assets.defs.executors import executor_from_env
 from precompute_assets.defs.operations import OPERATIONS_ASSETS, OPERATIONS_JOBS, OPERATIONS_SCHEDULES
 from precompute_assets.defs.precompute import PRECOMPUTE_ASSETS, PRECOMPUTE_CHECKS

@@ -29,6 +29,10 @@ class Settings:
         return self.qlib_data_path.parent / f".{self.qlib_data_path.name}_work"
 
 
+RUNS_AT_A_TIME = 2
+"""Bucket runs at once, one per core: the run queue's limits in deploy/dagster.yaml and `make run`'s workers."""
+
+
 def audit_cron() -> str:
     """When the `store_audit` schedule re-checks the whole store (PRECOMPUTE_AUDIT_CRON; Asia/Shanghai
     time): weekly by default, Saturday 06:00, when no update runs."""

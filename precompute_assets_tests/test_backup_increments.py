@@ -90,6 +90,8 @@ def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_
     for later in backups[1:]:  # an update's backup stores the appended values, a small share of the full one
         assert read_json(later.path / "backup.json")["fields"] == {"linked": 0, "appended": files, "copied": 0}
         assert later.new_bytes < backups[0].new_bytes / 20, later
+        # taken from the store step's record of what it appended, not read from the store again
+        assert read_json(later.path / "backup.json")["appended_from_record"] == files
 
     store_bytes = store_disk_bytes(settings.qlib_data_path)
     kept = kept_backups_disk_bytes(config)
@@ -108,6 +110,17 @@ def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_
         patched.setattr(backup, "backup_stock", crash_on_third)
         with pytest.raises(RuntimeError, match="injected crash"):
             create_backup(settings, config)
+    assert sorted(p.name for p in config.backup_path.iterdir()) == sorted(copies)
+
+    # One more update, then the value it appended to a file overwritten in place (same size): the
+    # backup does not take that file's new bytes from the update's record, reads them, finds the
+    # stock damaged and leaves nothing behind.
+    write_cut(codes, settings.parquet_data_path, calendar[calendar.get_loc(CUT) + DAYS + 1])
+    run_pipeline(settings)
+    victim = layout.bin_path(codes[2], "close")
+    victim.write_bytes(victim.read_bytes()[:-4] + bytes(4))
+    with pytest.raises(backup.BackupError, match=f"{codes[2]} is damaged in the store .*close"):
+        create_backup(settings, config)
     assert sorted(p.name for p in config.backup_path.iterdir()) == sorted(copies)
 
     for info in reversed(backups):

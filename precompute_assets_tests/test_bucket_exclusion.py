@@ -34,7 +34,7 @@ RUN = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import precompute_assets.build.pipeline as pipeline
-    from precompute_assets.cli.make_run import bucket_job, calendar_job, manifest_job, run_job
+    from precompute_assets.cli.make_run_driver import bucket_job, calendar_job, manifest_job, run_job
 
     buckets, release = tuple(filter(None, sys.argv[1].split(","))), sys.argv[2]
     if buckets == ("manifest",):

@@ -47,7 +47,8 @@ def _count_content_reads(monkeypatch) -> Counter:
         return real_read_table(source, *args, **kwargs)
 
     def counted_parquet_file(source, *args, **kwargs):
-        reads[os.path.basename(source)] += 1
+        if isinstance(source, str | os.PathLike):  # not bytes already read (and counted) through `open`
+            reads[os.path.basename(source)] += 1
         return real_parquet_file(source, *args, **kwargs)
 
     monkeypatch.setattr(parquet_input, "open", counted_open, raising=False)

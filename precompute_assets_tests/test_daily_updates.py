@@ -88,3 +88,33 @@ def test_a_day_a_skipped_day_and_a_restatement_each_equal_a_fresh_build(tmp_path
         "rows_written": len(CODES) - 1 + restated_rows,
     }
     assert_equals_fresh_build(settings, tmp_path, "restated")
+
+
+def test_damage_found_by_an_update_s_appends_is_rebuilt_in_the_same_run(tmp_path):
+    """The planner does not stat a stock it appends to: the append checks each file's size on its own
+    descriptor, and a stock whose files differ from their record (a killed append's leftover, a cut
+    file, a missing one) is rebuilt in full by the same run, equal to a fresh build."""
+    require_refdata()
+    days = pd.DatetimeIndex(sorted(pd.read_parquet(CSI300 / f"{CODES[0]}.parquet")["date"]))
+    start = days.get_loc(CUT)
+    parquet = tmp_path / "parquet"
+    settings = Settings(parquet, tmp_path / "store", BATCHES)
+    write_inputs(parquet, days[start])
+    run_pipeline(settings)
+    layout = StoreLayout(settings.qlib_data_path)
+    damaged = CODES[1:4]
+    extended, cut, missing = (layout.bin_path(c, f) for c, f in zip(damaged, ("close", "rsi14", "ma20"), strict=True))
+    with extended.open("ab") as handle:  # what a run killed between its appends and `_stock.json` leaves
+        handle.write(b"\x00\x00\x80\x3f")
+    cut.write_bytes(cut.read_bytes()[:-4])
+    missing.unlink()
+    versions = {code: layout.stock_dir(code).resolve() for code in CODES}
+
+    write_inputs(parquet, days[start + 1])
+    work = run_pipeline(settings)
+    assert {k: v for k, v in totals(work).items() if k != "rows_written"} == {
+        "stocks_rebuilt": len(damaged),
+        "stocks_updated": len(CODES) - len(damaged),
+    }
+    assert sorted(c for c in CODES if layout.stock_dir(c).resolve() != versions[c]) == sorted(damaged)
+    assert_equals_fresh_build(settings, tmp_path, "damaged")

@@ -149,7 +149,7 @@ def test_a_transient_error_in_a_bucket_step_is_retried(tmp_path, monkeypatch):
 def test_the_precompute_job_is_the_store_and_backfills_in_ranges():
     """The UI's one job builds the store alone; every partitioned asset runs ranges of `make run`'s size,
     every bucket in one range per core."""
-    from precompute_assets.cli.make_run import contiguous_groups
+    from precompute_assets.cli.make_run_driver import contiguous_groups
     from precompute_assets.defs.partitions import RUNS_AT_A_TIME, buckets_per_run_setting, stock_buckets
 
     job = defs.resolve_job_def("precompute")

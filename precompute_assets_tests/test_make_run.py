@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from precompute_assets.build.buckets import bucket_keys, bucket_of
-from precompute_assets.cli.make_run import bucket_ranges, contiguous_groups
+from precompute_assets.cli.make_run_driver import bucket_ranges, contiguous_groups
 from precompute_assets.defs.partitions import (
     BUCKETS_PER_RUN_ENV,
     RUNS_AT_A_TIME,

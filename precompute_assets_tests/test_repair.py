@@ -23,12 +23,12 @@ def test_overwritten_file_is_marked_then_rebuilt(tmp_path):
     bucket = bucket_of("SZ000001", settings.batches)
     assert stale_buckets(settings) == {}  # sizes alone cannot see it
 
-    result = integrity_marking_repairs(settings, bucket)
+    (result,) = integrity_marking_repairs(settings, {bucket: None})  # the whole bucket, as the audit judges it
     assert not result.passed and result.failing_stocks == ["SZ000001"]
     assert "rsi14" in result.describe()
     assert stale_buckets(settings)[bucket].reason == "damaged store files"
 
     run_pipeline(settings, [bucket])
     assert layout.bin_path("SZ000001", "rsi14").read_bytes() == original
-    assert integrity_marking_repairs(settings, bucket).passed
+    assert all(r.passed for r in integrity_marking_repairs(settings, {bucket: None}))
     assert stale_buckets(settings) == {}

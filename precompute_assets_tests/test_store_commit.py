@@ -102,3 +102,27 @@ def test_intermediates_keep_each_stocks_own_columns(tmp_path):
     back = intermediates.read_frames(path)
     pd.testing.assert_frame_equal(back["SH600000"], with_amount, check_freq=False)
     pd.testing.assert_frame_equal(back["SZ000001"], without, check_freq=False)
+
+
+def test_intermediates_keep_dtypes_and_store_one_nan(tmp_path):
+    """Family columns (float32) come back as written, every NaN as numpy's one NaN whatever its sign or
+    payload (a fresh build and an update write the same bytes); frames with a non-float column, or
+    floats of two widths, take pandas' conversion and come back as written too."""
+    dates = pd.date_range("2024-01-01", periods=3, name="date")
+    odd_nan = np.array([0x7FC00001, 0xFFC00000], dtype=np.uint32).view(np.float32)  # a payload, a negative NaN
+    family = {
+        "SH600000": pd.DataFrame({"a": np.float32([1.5, odd_nan[0], 2.5]), "b": np.float32([odd_nan[1], 0, 1])}, dates),
+        "SZ000001": pd.DataFrame({"a": np.float32([np.nan]), "b": np.float32([3])}, dates[:1]),
+    }
+    mixed = {"SH600000": pd.DataFrame({"close": [1.0, 2.0, 3.0], "note": ["x", "y", "z"]}, index=dates)}
+    widths = {"SH600000": pd.DataFrame({"close": [1.0, 2.0, 3.0], "x": np.float32([1, np.nan, 3])}, index=dates)}
+    for name, frames in (("family", family), ("mixed", mixed), ("widths", widths)):
+        path = tmp_path / f"{name}.arrow"
+        intermediates.write_frames(path, frames)
+        back = intermediates.read_frames(path)
+        assert list(back) == list(frames)
+        for code, frame in frames.items():
+            pd.testing.assert_frame_equal(back[code], frame, check_freq=False)
+    canonical = np.array(np.nan, dtype=np.float32).view(np.uint32)
+    values = intermediates.read_frames(tmp_path / "family.arrow")["SH600000"].to_numpy()
+    assert set(values[np.isnan(values)].view(np.uint32).tolist()) == {int(canonical)}

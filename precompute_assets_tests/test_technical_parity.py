@@ -252,6 +252,23 @@ def test_kdj_is_nan_on_a_flat_range_and_carries_on() -> None:
     assert d.iloc[at + 1] == pytest.approx(2 / 3 * d.iloc[at - 1] + k.iloc[at + 1] / 3, rel=1e-12)
 
 
+def test_kdj_smoothing_of_a_panel_is_pandas_ewm_on_each_stock() -> None:
+    """A daily update smooths every stock's RSV at once: each column must be pandas' own ewm of
+    [50, RSV...] bit for bit, across undefined (NaN) days and a flat stretch (pandas' exact-constant guard)."""
+    closes = np.column_stack([real_bars(code)["close"].to_numpy()[-700:] for code in ("SH600000", "SH600519")])
+    rsv = np.column_stack([closes, closes[::-1], np.full(len(closes), 50.0)]) % 100
+    rsv[::17, 0] = np.nan
+    rsv[100:250, 1] = np.nan
+    rsv[300:400, 1] = 50.0
+    smoothed = technical.seeded_smooth(rsv)
+    for stock in range(rsv.shape[1]):
+        x = rsv[:, stock]
+        seeded = pd.Series(np.concatenate(([technical.KDJ_SEED], x)))
+        expected = seeded.ewm(alpha=1 / 3, adjust=False, ignore_na=True).mean().to_numpy()[1:]
+        expected[np.isnan(x)] = np.nan
+        assert np.array_equal(smoothed[:, stock], expected, equal_nan=True), stock
+
+
 # --- StockCharts spreadsheets (bukosabino/ta, test/data) ---------------------------------------------------
 
 

@@ -6,6 +6,7 @@ its own copy. Faults are written straight into the bin files, as a disk or a str
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_calendar, write_calendar
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.reader import StoreReader
-from precompute_assets.validation.completeness import validate_completeness
-from precompute_assets.validation.consistency import validate_consistency
-from precompute_assets.validation.integrity import damaged_stocks, validate_integrity
-from precompute_assets.validation.quality import validate_quality
+from precompute_assets.validation.completeness import validate_completeness, validate_completeness_buckets
+from precompute_assets.validation.consistency import validate_consistency, validate_consistency_buckets
+from precompute_assets.validation.gx_runner import CODE, GxSession, Rule
+from precompute_assets.validation.integrity import damaged_stocks, validate_integrity, validate_integrity_buckets
+from precompute_assets.validation.quality import validate_quality, validate_quality_buckets
 
 VALIDATIONS = (validate_completeness, validate_quality, validate_consistency, validate_integrity)
 
@@ -268,3 +270,87 @@ def test_after_an_update_the_checks_judge_what_it_wrote_and_the_audit_the_rest(t
         audit_quality.failing_stocks == ["SH600519"]
         and date in by_column(audit_quality, "SH600519")["rsi14"][0].example
     )
+
+
+def test_buckets_judged_together_get_what_each_judged_alone_gets(store):
+    """A run's checks judge all its buckets in one GX validation per frame; each bucket's failures,
+    statistics and expectation results are still those of a validation of that bucket alone."""
+    buckets = bucket_keys(BATCHES)
+    victim = "SZ000792"
+    alter(store, victim, "rsi14", 800, 150.0)
+    alter(store, victim, "close", 900, 1.0)
+    ma5 = StoreLayout(store.qlib_data_path).bin_path(victim, "ma5")
+    ma5.write_bytes(ma5.read_bytes()[:-4])
+    (store.parquet_data_path / "SH600000.parquet").unlink()  # one bucket misses a stock
+    together = {
+        "completeness": validate_completeness_buckets(store, dict.fromkeys(buckets)),
+        "quality": validate_quality_buckets(store, dict.fromkeys(buckets)),
+        "consistency": validate_consistency_buckets(store, dict.fromkeys(buckets), dict.fromkeys(buckets, 3)),
+        "integrity": validate_integrity_buckets(store, dict.fromkeys(buckets)),
+    }
+    alone = {
+        "completeness": lambda bucket: validate_completeness(store, bucket),
+        "quality": lambda bucket: validate_quality(store, bucket),
+        "consistency": lambda bucket: validate_consistency(store, bucket, seed=3),
+        "integrity": lambda bucket: validate_integrity(store, bucket),
+    }
+    failed = set()
+    for check, results in together.items():
+        for bucket, result in zip(buckets, results, strict=True):
+            reference = alone[check](bucket)
+            assert result.scope == bucket and result.failures == reference.failures, check
+            assert result.statistics == reference.statistics and result.expectations == reference.expectations
+            assert result.checked == reference.checked
+            failed |= {(check, bucket)} if not result.passed else set()
+    victim_bucket = bucket_of(victim, BATCHES)
+    assert {(c, victim_bucket) for c in ("quality", "consistency", "integrity", "completeness")} <= failed
+    assert all(bucket == victim_bucket for _, bucket in failed)  # the other bucket passes beside it
+
+
+def test_groups_judged_in_one_gx_validation_report_what_gx_reports_on_each_alone():
+    """The split statistics against Great Expectations run on each group's frame by itself."""
+    import great_expectations as gx
+
+    frames = {
+        "a": pd.DataFrame({"code": ["X", "Y", "Z", "V"], "high": [1.0, 150.0, np.nan, 3.0], "low": [0.5, 1, 2, 4]}),
+        "b": pd.DataFrame({"code": ["W"], "high": [50.0], "low": [np.nan]}),
+        "c": pd.DataFrame({"code": pd.Series([], dtype=object), "high": [], "low": []}),
+    }
+    expectations = [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="high", min_value=0, max_value=100),
+        gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="high", column_B="low", or_equal=True, ignore_row_if="either_value_is_missing"
+        ),
+    ]
+    session = GxSession("together", list(frames))
+    found = session.run("f", frames, [Rule(e, "broken", "high") for e in expectations], [CODE])
+    for group, frame in frames.items():
+        context = gx.get_context(mode="ephemeral")
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=f"alone.{group}", expectations=[copy.copy(e) for e in expectations])
+        )
+        batch = (
+            context.data_sources.add_pandas(group)
+            .add_dataframe_asset(group)
+            .add_batch_definition_whole_dataframe(group)
+            .get_batch(batch_parameters={"dataframe": frame})
+        )
+        outcome = batch.validate(
+            suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [CODE]}
+        )
+        reference = [
+            {
+                "success": r.success,
+                "element_count": r.result.get("element_count"),
+                "unexpected_count": r.result.get("unexpected_count"),
+            }
+            for r in outcome.results
+        ]
+        split = [
+            {k: e[k] for k in ("success", "element_count", "unexpected_count")} for e in session.expectations[group]
+        ]
+        assert split == reference, group
+        unexpected = sorted({row[CODE] for r in outcome.results for row in r.result.get("unexpected_index_list") or []})
+        assert sorted({f.code for f in found[group]}) == unexpected
+        assert session.summary(group)["unsuccessful_expectations"] == outcome.statistics["unsuccessful_expectations"]
+    assert sorted((f.code, f.rows) for f in found["a"]) == [("V", 1), ("Y", 1)]

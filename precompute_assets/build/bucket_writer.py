@@ -11,9 +11,9 @@ import pandas as pd
 from precompute_assets.build.update_plan import StockPlan
 from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.registry import Indicator, Registry
-from precompute_assets.store.base_fields import base_fields
+from precompute_assets.store.base_fields import BASE_FIELDS, base_fields
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import commit_stock, read_stock_meta, update_stock
+from precompute_assets.store.stock_commit import Appended, commit_stock, read_stock_meta, update_stock
 
 
 @dataclass
@@ -29,6 +29,8 @@ class StockWrite:
     columns: int
     missing_columns: list[str] = field(default_factory=list)
     written: WrittenStock = field(default_factory=WrittenStock)
+    appended: Appended = field(default_factory=Appended)
+    """The bytes appended in place (none for a full commit), which the backup takes instead of reading them."""
 
 
 def write_stock(
@@ -59,7 +61,7 @@ def write_stock(
     if not publish and plan.mode != "full":
         raise ValueError(f"{code}: calendar history was inserted after the plan was made; run the bucket again")
     for family, frame in family_frames.items():
-        names = registry.names(family)
+        names = set(registry.names(family))
         unknown = [c for c in frame.columns if c not in names]
         if unknown:
             raise ValueError(f"{code}: {family} returned unregistered columns {unknown}")
@@ -94,9 +96,9 @@ def write_stock(
             written_from=0,
         )
         commit_stock(layout, code, int(calendar.get_loc(bars.index[0])), fields, meta, publish=publish)
-        written, record = len(bars), WrittenStock()
+        written, record, appended = len(bars), WrittenStock(), Appended()
     else:
-        written, record = _update(layout, registry, code, bars, family_frames, plan, state, meta, current)
+        written, record, appended = _update(layout, registry, code, bars, family_frames, plan, state, meta, current)
     stored = meta.get("indicators", {})
     return StockWrite(
         code,
@@ -105,9 +107,10 @@ def write_stock(
         written,
         meta["first_date"],
         meta["last_date"],
-        len(base_fields(bars.iloc[:1])) + len(stored),
+        len(BASE_FIELDS) + ("amount" in bars) + len(stored),
         [n for n in expected if n.lower() not in stored],
         record,
+        appended,
     )
 
 
@@ -121,7 +124,7 @@ def _update(
     state: Mapping[str, float],
     meta: dict,
     current: dict | None = None,
-) -> tuple[int, WrittenStock]:
+) -> tuple[int, WrittenStock, Appended]:
     """Append the plan's new days to every column that is not stale, and replace the stale ones.
 
     Each family frame is aligned once as a block (a reindex per column cost more than the appends)."""
@@ -159,9 +162,9 @@ def _update(
         state={**current.get("state", {}), **state},
         written_from=0 if replacements else current["rows"],  # the rows this write put there
     )
-    update_stock(layout, code, appends, replacements, meta, current)
+    appended = update_stock(layout, code, appends, replacements, meta, current)
     before = {f: tuple(current["files"][f]) for f in appends if f not in replacements}
-    return new_rows, WrittenStock(current["rows"] if not replacements else 0, before)
+    return new_rows, WrittenStock(current["rows"] if not replacements else 0, before), appended
 
 
 def _aliases(registry: Registry, written: Mapping[str, object], skip: frozenset[str] = frozenset()) -> list[Indicator]:

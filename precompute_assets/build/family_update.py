@@ -124,13 +124,15 @@ def _frame_tails(
     appended: Mapping[str, StockUpdate],
     indicators: Sequence[Indicator],
 ) -> FamilyResult:
-    need = max(history_need(i) for i in indicators)
-    tails = {c: bars_by_code[c].iloc[tail_start(bars_by_code[c], u.new_from, need) :] for c, u in appended.items()}
     plain = [i for i in indicators if i.history != "cumulative"]
     cumulative = [i for i in indicators if i.history == "cumulative"]
     # the panel engine cuts each expression's own rows from the full bars: no pads, no shared tail
     on_panel = {i.name: i.expression for i in plain if i.expression is not None and _panel_engine_on()}
     plain = [i for i in plain if i.name not in on_panel]
+    tails: dict[str, pd.DataFrame] = {}
+    if plain or cumulative:
+        need = max(history_need(i) for i in indicators)
+        tails = {c: bars_by_code[c].iloc[tail_start(bars_by_code[c], u.new_from, need) :] for c, u in appended.items()}
     result = compute_family(family, tails, calendar, plain) if plain else FamilyResult()
     if on_panel:
         new_from = {c: u.new_from for c, u in appended.items()}
@@ -157,8 +159,11 @@ def _frame_tails(
             frame = frame.astype(np.float32)
             result.frames[code] = frame if existing is None else existing.join(frame)
     for code, update in appended.items():
-        if code in result.frames:
-            result.frames[code] = result.frames[code].loc[update.new_from :]
+        frame = result.frames.get(code)
+        if frame is not None:
+            first = int(frame.index.searchsorted(update.new_from))
+            if first:  # the panel engine's frames start at the new days already: no slice per stock
+                result.frames[code] = frame.iloc[first:]
     return result
 
 

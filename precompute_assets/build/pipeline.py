@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.build import intermediates
+from precompute_assets.build.appended import record_appended
 from precompute_assets.build.bucket_state import clear_repairs, marked_for_repair, record_bucket, record_input_problems
 from precompute_assets.build.bucket_writer import StockWrite, write_stock
 from precompute_assets.build.buckets import bucket_keys, codes_in_bucket
@@ -56,6 +57,7 @@ from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.lock import bucket_lock
 from precompute_assets.store.manifest import calendar_holdouts
 from precompute_assets.store.stock_commit import (
+    StockFilesDamaged,
     pending_codes,
     publish_pending,
     read_stock_meta,
@@ -331,8 +333,9 @@ def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log
     work = _planned_work(settings, bucket, run, log)
     bars = intermediates.read_frames(intermediates.frames_path(work, "bars"))
     plans = _plans(work)
-    updates = {code: plans[code].update for code in bars}
-    log(f"{bucket} {family}: computing {len(bars)} stocks ({sum(u is None for u in updates.values())} in full)")
+    in_full = sum(plans[code].update is None for code in bars)
+    if in_full:  # a long computation is announced; a daily update's tails take less than the log event
+        log(f"{bucket} {family}: computing {len(bars)} stocks ({in_full} in full)")
     result, notes = _compute_family(family, bars, calendar, plans)
     intermediates.write_frames(intermediates.frames_path(work, family), result.frames)
     errors = notes["errors"]
@@ -341,7 +344,7 @@ def build_family(settings: Settings, bucket: str, family: str, log: Log = no_log
     seconds = time.perf_counter() - started
     rows = sum(len(f) for f in result.frames.values())
     failed = {e.code: str(e) for e in result.errors}
-    lines = [f"{bucket} {family}: {len(result.frames)} stocks in {seconds:.1f}s"]
+    lines = [f"{bucket} {family}: {len(result.frames)} stocks ({in_full} in full) in {seconds:.1f}s"]
     for code, frame in result.frames.items():
         outcome = f"failed: {failed[code]}" if code in failed else "ok"
         share = seconds * len(frame) / rows if rows else 0.0  # families run as one batch: time by rows
@@ -462,26 +465,44 @@ def write_bucket(
             # pandas builds an index's lookup table lazily, and not thread-safely: threads that build it
             # at once can raise KeyError for a date it holds (pandas#21150, #28439). Build it here, once.
             calendar.get_loc(calendar[0])
+        damaged: dict[str, str] = {}
+
+        def settle(code: str, outcome: StockWrite | Exception, seconds: float) -> None:
+            done = 1
+            if isinstance(outcome, StockFilesDamaged) and code not in damaged:
+                damaged[code] = f"damaged store files ({outcome})"
+                status, done = f"rebuilding: {outcome}", 0  # counted once rebuilt
+            elif isinstance(outcome, Exception):
+                failed.append(code)
+                errors.append(f"{code} store: {outcome}")
+                status = f"failed: {outcome}"
+            else:
+                written.append(outcome)
+                status = "ok"
+            mode, seconds = plans[code].mode, round(seconds, 4)
+            line = stock_line(bucket=bucket, stock=code, family="store", mode=mode, outcome=status, seconds=seconds)
+            progress.advance(done, lines=[line])
+
         with ThreadPoolExecutor(WRITER_THREADS) as pool:
             for code, (outcome, seconds) in zip(bars, pool.map(write_one, bars), strict=True):
-                if isinstance(outcome, Exception):
-                    failed.append(code)
-                    errors.append(f"{code} store: {outcome}")
-                    status = f"failed: {outcome}"
+                settle(code, outcome, seconds)
+        if damaged:  # found by an append: rebuilt in full now, as the planner does with damage it sees
+            log(f"{bucket} store: {len(damaged)} stocks have damaged files; rebuilding them in full")
+            for code in damaged:
+                stored.pop(code, None)
+            _replan_written_meanwhile(
+                settings, bucket, calendar, list(damaged), notes, plans, bars, family_frames, family_notes, damaged
+            )
+            for code, reason in damaged.items():
+                if code in bars:
+                    settle(code, *write_one(code))
                 else:
-                    written.append(outcome)
-                    status = "ok"
-                line = stock_line(
-                    bucket=bucket,
-                    stock=code,
-                    family="store",
-                    mode=plans[code].mode,
-                    outcome=status,
-                    seconds=round(seconds, 4),
-                )
-                progress.advance(lines=[line])
+                    failed.append(code)
+                    errors.append(f"{code} store: {reason}, and it could not be planned again: see the bars step")
         # a stock whose write failed is judged whole: its checks must see what the failure left
         record_written(work, {**{c: WrittenStock() for c in failed}, **{w.code: w.written for w in written}})
+        if any(w.appended.fields for w in written):  # a run that appended nothing leaves the last record
+            record_appended(settings.work_path, bucket, {w.code: w.appended for w in written})
         _record_input_stats(layout, plans, notes)
         record_input_problems(
             layout,
@@ -540,17 +561,18 @@ def _replan_written_meanwhile(
     bars: dict[str, pd.DataFrame],
     family_frames: dict[str, dict[str, pd.DataFrame]],
     family_notes: dict[str, dict],
+    repairs: Mapping[str, str] | None = None,
 ) -> int:
     """Plan `codes` again against what is stored now and recompute what they need, in place; how many
-    still needed a write. Called under the bucket lock, so what is stored cannot change meanwhile."""
+    still needed a write. Called under the bucket lock, so what is stored cannot change meanwhile.
+    `repairs` names stocks to rebuild in full, with why, besides those a check marked."""
     layout = StoreLayout(settings.qlib_data_path)
     registry = load_registry()
     files = scan_folder(settings.parquet_data_path).files
     present = [code for code in codes if code in files and code in notes["fingerprints"]]
     fingerprints = {code: notes["fingerprints"][code] for code in present}
-    replanned = _plan_stocks(
-        layout, registry, calendar, files, present, fingerprints, marked_for_repair(layout, bucket)
-    )
+    repairs = {**marked_for_repair(layout, bucket), **(repairs or {})}
+    replanned = _plan_stocks(layout, registry, calendar, files, present, fingerprints, repairs)
     new_bars, new_plans, quality = replanned.bars, replanned.plans, replanned.quality
     for code in codes:
         bars.pop(code, None)

@@ -1,7 +1,8 @@
 """Decide, per stock, what the store lacks: nothing, a full rebuild, or appended days and stale columns.
 
 - no stored version, damaged files (sizes differ from `_stock.json`), or a calendar that moved the
-  stock's rows: full rebuild;
+  stock's rows: full rebuild (a stock planned to get new days has its sizes checked by the append
+  itself, and the store step rebuilds it in full when they differ);
 - the input file's bytes unchanged: only columns whose registry fingerprint differs (or is absent);
 - changed input whose stored span is unchanged (base fields equal, float32, against the crc32 each
   stored file's record holds): the new days are appended, plus any stale columns; changed values on
@@ -112,8 +113,6 @@ def _plan(
         return StockPlan(code, "full", "new stock"), load_bars()
     if repair:
         return StockPlan(code, "full", f"repair: {repair}"), load_bars()
-    if not files_match_meta(layout, code, meta):
-        return StockPlan(code, "full", "damaged store files"), load_bars()
     changed = meta.get("input_fingerprint") != fingerprint
     bars = None
     span_unchanged = False
@@ -132,7 +131,11 @@ def _plan(
         registry, {i.name for i in registry.all() if meta.get("indicators", {}).get(i.field) != i.fingerprint}
     )
     carry = meta.get("state", {})
+    # damaged files (sizes differ from the record) are looked for here unless the plan appends new
+    # days: an append checks each file's size on its own descriptor (`update_stock`)
     if not changed:
+        if not files_match_meta(layout, code, meta):
+            return StockPlan(code, "full", "damaged store files"), load_bars()
         if not stale:
             return StockPlan(code, "skip", "unchanged"), None
         return StockPlan(code, "update", "indicator definitions changed", StockUpdate(None, stale, carry)), load_bars()
@@ -141,6 +144,8 @@ def _plan(
         return StockPlan(code, "full", "restated history"), bars
     last = pd.Timestamp(meta["last_date"])
     new_from = bars.index[bars.index > last][0] if bars.index[-1] > last else None
+    if new_from is None and not files_match_meta(layout, code, meta):
+        return StockPlan(code, "full", "damaged store files"), bars
     reason = "new days" if new_from is not None else "input file changed outside the stored fields"
     return StockPlan(code, "update", reason, StockUpdate(new_from, stale, carry)), bars
 

@@ -1,1 +1,2 @@
-"""Command-line entry points: `make run`'s driver (`cli.make_run`) and the store operations (`cli.operations`)."""
+"""Command-line entry points: `make run` (`cli.make_run`, which runs `cli.make_run_driver`) and the store
+operations (`cli.operations`)."""

@@ -8,12 +8,9 @@ import os
 from dagster import BackfillPolicy, StaticPartitionsDefinition
 
 from precompute_assets.build.buckets import bucket_keys
-from precompute_assets.settings import Settings
+from precompute_assets.settings import RUNS_AT_A_TIME, Settings
 
 stock_buckets = StaticPartitionsDefinition(bucket_keys(Settings.from_env().batches))
-
-RUNS_AT_A_TIME = 2
-"""Bucket runs at once, one per core: the run queue's limits in deploy/dagster.yaml and `make run`'s workers."""
 
 # Buckets per run (a partition range). Each run costs a process start, Dagster's run and step start-up
 # and the imports of Qlib and Great Expectations whatever it holds; a run the daemon launches also

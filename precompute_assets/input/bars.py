@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute_assets.input.parquet import InputError, StockInput, read_dates, read_stock
+from precompute_assets.input.parquet import FIRST_DATE, InputError, StockInput, read_days, read_stock
 from precompute_assets.store.stock_commit import align_to_calendar
 
 
@@ -34,16 +34,18 @@ class BucketBars:
 
 
 def scan_calendar(files: Mapping[str, Path]) -> CalendarScan:
-    """The union of every readable file's dates, on datetime64 arrays (Timestamp objects per date are slow)."""
-    dates: list[np.ndarray] = []
+    """The union of every readable file's dates, counted per day: linear in the market's dates,
+    where a sort of them all is not."""
+    first = np.datetime64(FIRST_DATE.date(), "D")
+    offsets: list[np.ndarray] = []
     errors: list[InputError] = []
     for code, path in sorted(files.items()):
         try:
-            dates.append(read_dates(path, code).to_numpy("datetime64[ns]"))
+            offsets.append((read_days(path, code) - first).astype(np.int64))
         except InputError as exc:
             errors.append(exc)
-    union = np.unique(np.concatenate(dates)) if dates else np.array([], "datetime64[ns]")
-    return CalendarScan(pd.DatetimeIndex(union, name="date"), errors)
+    present = np.flatnonzero(np.bincount(np.concatenate(offsets))) if offsets else np.array([], np.int64)
+    return CalendarScan(pd.DatetimeIndex((first + present).astype("datetime64[ns]"), name="date"), errors)
 
 
 def load_bars(

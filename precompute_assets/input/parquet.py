@@ -71,10 +71,26 @@ class InputFolder:
 
 
 def scan_folder(folder: Path) -> InputFolder:
-    """Map every `*.parquet` file to its canonical code; bad names and ambiguous codes are errors."""
+    """Map every `*.parquet` file to its canonical code; bad names and ambiguous codes are errors.
+
+    A folder whose modification and change times and inode are those it had when this process last
+    listed it costs a `stat`: every step and check of a run asks for it once per bucket.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist (set PARQUET_DATA_PATH)")
+    key = str(folder)
+    stat = os.stat(key)
+    signature = (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+    known = _listed.get(key)
+    if known is None or known[0] != signature:
+        known = (signature, _scan(folder))
+        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) > RACY_NS:
+            _listed[key] = known
+    return InputFolder(files=dict(known[1].files), errors=list(known[1].errors))
+
+
+def _scan(folder: Path) -> InputFolder:
     by_code: dict[str, list[Path]] = {}
     errors: list[InputError] = []
     for path in sorted(folder.glob("*.parquet"), key=str):  # str keys: comparing Path objects is slow
@@ -96,6 +112,8 @@ RACY_NS = 2_000_000_000
 """A file modified this close before it was hashed may change again within one timestamp tick
 (file times are coarse), so its stat cannot vouch for its content: it is hashed again next time."""
 _hashed: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+_listed: dict[str, tuple[tuple[int, int, int, int], InputFolder]] = {}
+"""Each folder's listing, by the folder's stat when it was listed (names change only with that stat)."""
 
 
 def file_fingerprint(path: Path) -> str:
@@ -146,25 +164,47 @@ def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
 def read_dates(path: Path, code: str) -> pd.DatetimeIndex:
     """The trading dates one file contributes to the calendar (only the date column is read).
 
-    The same dates `read_stock` keeps: both parse with `file_dates`, and both raise `bad_dates` alike.
+    The same dates `read_stock` keeps: both parse with `row_dates`, and both raise `bad_dates` alike.
     """
+    return pd.DatetimeIndex(np.unique(read_days(path, code)).astype("datetime64[ns]"), name="date")
+
+
+def read_days(path: Path, code: str) -> np.ndarray:
+    """The day (`datetime64[D]`) of each of the file's rows that has one, as `read_dates` reads them:
+    the calendar scan's unit, unsorted and with the file's duplicates."""
     try:
         parquet = pq.ParquetFile(path)
         names = set(parquet.schema_arrow.names)
+        column = parquet.read(columns=["date"], use_threads=False).column("date") if "date" in names else None
     except Exception as exc:
         raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
-    if "date" not in names:
-        dates = file_dates(path, code, _load(path, code).index)
+    if column is None:
+        dates = row_dates(path, code, _load(path, code).dates)
+    elif _naive_timestamps(column.type):  # the usual file: no parsing
+        dates = row_dates(path, code, column.to_numpy())
     else:
-        column = parquet.read(columns=["date"]).column("date")
-        if pa.types.is_timestamp(column.type) and column.type.tz is None:  # the usual file: no parsing
-            dates = file_dates(path, code, pd.DatetimeIndex(column.to_numpy()))
-        else:
-            dates = file_dates(path, code, column.to_pandas())
-    return pd.DatetimeIndex(np.unique(dates[~dates.isna()].to_numpy("datetime64[ns]")), name="date")
+        dates = row_dates(path, code, column.to_pandas())
+    return dates[~np.isnat(dates)].astype("datetime64[D]")
+
+
+def row_dates(path: Path, code: str, values: np.ndarray | pd.Series | pd.Index) -> np.ndarray:
+    """Each row's date as `datetime64[ns]` midnight, NaT where the row has none, by `file_dates`'s
+    rules; naive timestamps (the usual file) on numpy alone, which is most of a file's reading time
+    in pandas."""
+    if not (isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.datetime64)):
+        return file_dates(path, code, values).to_numpy("datetime64[ns]")
+    days = values.astype("datetime64[D]")
+    valid = (days >= np.datetime64(FIRST_DATE.date(), "D")) & (days <= np.datetime64(last_valid_date().date(), "D"))
+    if len(days) and not valid.any():  # the column names no usable date: `file_dates` raises, with its message
+        return file_dates(path, code, pd.DatetimeIndex(values)).to_numpy("datetime64[ns]")
+    return np.where(valid, days, np.datetime64("NaT", "D")).astype("datetime64[ns]")
+
+
+def _naive_timestamps(kind: pa.DataType) -> bool:
+    return pa.types.is_timestamp(kind) and kind.tz is None
 
 
 def last_valid_date() -> pd.Timestamp:
@@ -309,20 +349,21 @@ def read_stock(path: Path, code: str, content: bytes | None = None) -> StockInpu
     """
     raw = _load(path, code, content)
     quality: Counter = Counter()
-    missing = [c for c in REQUIRED if c not in raw.columns]
+    missing = [c for c in REQUIRED if c not in raw.names]
     if missing:
         raise InputError(path, code, "missing_column", f"required column(s) {missing} are absent")
-    ignored = sorted(str(c) for c in raw.columns if c not in REQUIRED + OPTIONAL)
+    ignored = sorted(str(c) for c in raw.names if c not in REQUIRED + OPTIONAL)
 
-    if not len(raw):
+    if not len(raw.dates):
         raise InputError(path, code, "empty", "the file has no rows")
-    dates = file_dates(path, code, raw.index)
-    dated = ~dates.isna()
+    dates = row_dates(path, code, raw.dates)
+    dated = ~np.isnat(dates)
     quality["bad_dates"] = int((~dated).sum())
     problems = []
     if quality["bad_dates"]:
         rows = np.flatnonzero(~dated)
-        shown = ", ".join(f"row {i}: {_show(raw.index[i])}" for i in rows[:3])
+        shown_dates = pd.Index(raw.dates)
+        shown = ", ".join(f"row {i}: {_show(shown_dates[i])}" for i in rows[:3])
         problems.append(
             InputError(
                 path,
@@ -332,16 +373,16 @@ def read_stock(path: Path, code: str, content: bytes | None = None) -> StockInpu
                 f"{FIRST_DATE:%Y-%m-%d}..{last_valid_date():%Y-%m-%d} ({shown})",
             )
         )
-    index = pd.DatetimeIndex(dates[dated])
-    names = [c for c in REQUIRED + OPTIONAL if c in raw.columns]
-    columns = {name: _numbers(raw[name])[dated] for name in names}
+    stamps = dates[dated].view(np.int64)
+    columns = {name: raw.numbers(name)[dated] for name in REQUIRED + OPTIONAL if name in raw.names}
 
-    quality["unsorted"] = int(not index.is_monotonic_increasing)
-    order = np.argsort(index.asi8, kind="stable")
-    index = index[order]
-    kept = ~index.duplicated(keep="last")
+    quality["unsorted"] = int(bool((np.diff(stamps) < 0).any()))
+    order = np.argsort(stamps, kind="stable")
+    stamps = stamps[order]
+    kept = np.ones(len(stamps), dtype=bool)
+    kept[:-1] = stamps[1:] != stamps[:-1]  # the file's last row for a date wins: the sort is stable
     quality["duplicate_dates"] = int((~kept).sum())
-    index = index[kept]
+    index = pd.DatetimeIndex(stamps[kept].view("datetime64[ns]"))
     columns = {name: values[order][kept] for name, values in columns.items()}
 
     nan_rows = np.isnan(np.vstack([columns[c] for c in REQUIRED])).any(axis=0)
@@ -388,15 +429,59 @@ def _nearest_valid(values: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _load(path: Path, code: str, content: bytes | None = None) -> pd.DataFrame:
-    """The raw frame indexed by its `date` (a column or the index)."""
+@dataclass
+class _RawColumns:
+    """A file as read: its column names (the dates aside), its dates as stored, and its columns, as
+    pyarrow's arrays (`arrays`, the used columns only) or as the pandas frame pyarrow gives (`frame`)."""
+
+    names: list[str]
+    dates: np.ndarray | pd.Index
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None
+
+    def numbers(self, name: str) -> np.ndarray:
+        """A used column as a float64 copy; anything that is not a number becomes NaN."""
+        return self.arrays[name] if self.frame is None else _numbers(self.frame[name])
+
+
+def _load(path: Path, code: str, content: bytes | None = None) -> _RawColumns:
+    """The file's dates and used columns: with pyarrow alone for the usual file (naive timestamps in a
+    `date` column, numeric columns), else through the pandas frame pyarrow gives."""
     try:
-        source = path if content is None else pa.BufferReader(content)
-        raw = pq.read_table(source).to_pandas()  # what pd.read_parquet does, without its dispatch
+        parquet = pq.ParquetFile(path if content is None else pa.BufferReader(content))
+        schema = parquet.schema_arrow
+        used = [name for name in REQUIRED + OPTIONAL if name in schema.names]
+        index = _stored_index(schema)
+        if _plain_file(schema, index, used):
+            table = parquet.read(columns=["date", *used], use_threads=False, use_pandas_metadata=False)
+            arrays = {n: np.array(table.column(n).to_numpy(), dtype=np.float64) for n in used}
+            names = [n for n in schema.names if n != "date" and n not in index]
+            return _RawColumns(names, table.column("date").to_numpy(), arrays)
+        raw = parquet.read(use_threads=False).to_pandas()  # what pd.read_parquet does, without its dispatch
     except Exception as exc:
         raise InputError(path, code, "unreadable", f"not a readable parquet file: {exc}") from exc
     if "date" in raw.columns:
-        return raw.set_index("date")
-    if raw.index.name == "date" or isinstance(raw.index, pd.DatetimeIndex):
-        return raw
-    raise InputError(path, code, "missing_column", "no `date` column or date index")
+        raw = raw.set_index("date")
+    elif not (raw.index.name == "date" or isinstance(raw.index, pd.DatetimeIndex)):
+        raise InputError(path, code, "missing_column", "no `date` column or date index")
+    return _RawColumns(list(raw.columns), raw.index, frame=raw)
+
+
+def _plain_file(schema: pa.Schema, index: list[str], used: list[str]) -> bool:
+    """Whether pyarrow's columns are the pandas frame's, numbers and dates alike: a `date` column of
+    naive timestamps, numeric used columns, unique names, and no stored index but `date` or pandas'
+    unnamed one (which the frame would drop)."""
+    if "date" not in schema.names or len(set(schema.names)) != len(schema.names):
+        return False
+    if index not in ([], ["date"]) and not (len(index) == 1 and index[0].startswith("__index_level_")):
+        return False
+    kinds = [schema.field(name).type for name in used]
+    return _naive_timestamps(schema.field("date").type) and all(
+        pa.types.is_integer(k) or pa.types.is_floating(k) for k in kinds
+    )
+
+
+def _stored_index(schema: pa.Schema) -> list[str]:
+    """The columns pandas stored as the frame's index (a range index is stored as metadata only)."""
+    index = (schema.pandas_metadata or {}).get("index_columns", [])
+    return [name for name in index if isinstance(name, str)]

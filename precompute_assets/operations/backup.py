@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from precompute_assets.build.appended import AppendedRecords
 from precompute_assets.build.buckets import bucket_of
 from precompute_assets.operations.backup_increments import StockBackup, StockChanged, backup_stock
 from precompute_assets.operations.config import OperationsConfig
@@ -29,7 +30,7 @@ from precompute_assets.store.disk_space import disk_bytes, ensure_free_space, tr
 from precompute_assets.store.errors import OperationError
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
-from precompute_assets.store.stock_commit import read_stock_meta, stored_codes
+from precompute_assets.store.stock_commit import Appended, read_stock_meta, stored_codes
 from precompute_assets.validation.integrity import StoreCalendars
 
 BACKUP_META = "backup.json"
@@ -78,6 +79,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         raise BackupError(f"there is no store to back up at {layout.root}")
     codes = stored_codes(layout)
     previous = _previous_backup(config)
+    appended = AppendedRecords(settings.work_path) if previous is not None else None  # nothing to extend otherwise
     need = sum(tree_bytes(p) for p in shared_entries(layout.root))
     need += sum(_stock_bytes(layout, code, previous) for code in codes)
     ensure_free_space(config.backup_path, need, f"back up {layout.root}")
@@ -92,7 +94,10 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         pool = ThreadPoolExecutor(BACKUP_THREADS)
         try:
             backed_up = pool.map(
-                lambda code: _backup_verified(layout, target, code, settings.batches, previous, name), codes
+                lambda code: _backup_verified(
+                    layout, target, code, settings.batches, previous, name, appended.pop(code) if appended else None
+                ),
+                codes,
             )
             for done in backed_up:
                 for key, value in done.__dict__.items():
@@ -116,6 +121,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
             "previous": previous.name if previous is not None else None,
             "new_bytes": written.new_bytes,
             "fields": {"linked": written.linked, "appended": written.appended, "copied": written.copied},
+            "appended_from_record": written.fed,
         }
         (staging / BACKUP_META).write_text(json.dumps(meta, indent=1))
         final = config.backup_path / name
@@ -175,6 +181,7 @@ def _backup_verified(
     batches: int,
     previous: BackupInfo | None,
     name: str,
+    appended: Appended | None = None,
 ) -> StockBackup:
     previous_dir = previous.path / "features" / code.lower() if previous is not None else None
     if previous_dir is not None and not previous_dir.is_dir():
@@ -185,7 +192,7 @@ def _backup_verified(
         shutil.rmtree(folder, ignore_errors=True)
         try:
             version = layout.stock_dir(code).resolve(strict=True)
-            return backup_stock(version, folder, previous_dir, name)
+            return backup_stock(version, folder, previous_dir, name, appended)
         except (FileNotFoundError, StockChanged) as exc:  # its version was replaced (and dropped) meanwhile
             problems = [str(exc)]
         except ValueError as exc:

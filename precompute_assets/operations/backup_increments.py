@@ -11,8 +11,10 @@ field whole, so its backup is a plain Qlib directory).
 Trust without re-reading the store: a field that is the same file in the same stock version as at
 the previous backup (inode, size, modification time) is linked; one that grew in place is the
 previous content plus the appended bytes, accepted only if the crc32 chained from the previous
-checksum over those bytes equals the one `_stock.json` records. Anything else (a restored store, a
-rebuilt stock) is compared byte for byte with the previous backup or copied whole and checked.
+checksum over those bytes equals the one `_stock.json` records. The appended bytes come from the
+store step's record of them (`build.appended`) where the file is as that append left it (size and
+modification time), else from the file. Anything else (a restored store, a rebuilt stock) is
+compared byte for byte with the previous backup or copied whole and checked.
 
 Packs are merged like a binary counter (a pack is folded into the newer ones once they hold as many
 live bytes), so a stock keeps about log2(days) packs and the appended values are stored about once.
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE
+from precompute_assets.store.stock_commit import Appended
 
 RECORD_FILE = "_backup.json"
 BASE_SUFFIX = ".day.base"
@@ -93,11 +96,18 @@ class StockBackup:
     linked: int = 0
     appended: int = 0
     copied: int = 0
+    fed: int = 0
+    """Appended fields whose new bytes came from the store step's record, not from reading the file."""
 
 
-def backup_stock(version_dir: Path, target: Path, previous: Path | None, pack_name: str) -> StockBackup:
+def backup_stock(
+    version_dir: Path, target: Path, previous: Path | None, pack_name: str, appended: Appended | None = None
+) -> StockBackup:
     """Back up the store's stock version `version_dir` into the new folder `target`, sharing what it can
     with the same stock's folder `previous` in the previous backup.
+
+    `appended` is what the store step last appended to the stock (`build.appended`): a grown field
+    whose file is still as that append left it takes the appended bytes from there, not from the file.
 
     Raises `StockChanged` when a file no longer matches the `_stock.json` read first (a commit replaced
     the version or a file meanwhile), `ValueError` naming the field when the store's file is damaged.
@@ -106,6 +116,8 @@ def backup_stock(version_dir: Path, target: Path, previous: Path | None, pack_na
     meta = json.loads(meta_bytes)
     old_version, old = _previous_fields(previous)
     same_version = old_version == str(version_dir)
+    if appended is not None and appended.directory != str(version_dir):
+        appended = None
     result = StockBackup()
     target.mkdir(parents=True)
     source, folder = str(version_dir), str(target)
@@ -132,7 +144,11 @@ def backup_stock(version_dir: Path, target: Path, previous: Path | None, pack_na
             if size == prev.size and crc == prev.crc and same_file and stat.st_mtime_ns == prev.mtime_ns:
                 entry = _carry(prev)
             elif same_file or (previous is not None and _same_prefix(path, str(previous), prev)):
-                entry = _extend(path, prev, size, crc, new_pack)
+                fed = appended.tail(name, prev.size, size, stat.st_mtime_ns) if same_file and appended else None
+                if fed is not None and zlib.crc32(fed, prev.crc) != crc:
+                    fed = None  # not the bytes `_stock.json` records: read what the file holds
+                entry = _extend(path, prev, size, crc, new_pack, fed)
+                result.fed += fed is not None
         if entry is None:
             data = _read_range(path, 0, size)
             if zlib.crc32(data) != crc:
@@ -226,11 +242,14 @@ def _carry(prev: FieldEntry) -> FieldEntry:
     return FieldEntry(prev.size, prev.crc, prev.base, prev.base_size, [list(s) for s in prev.segments])
 
 
-def _extend(path: str, prev: FieldEntry, size: int, crc: int, new_pack: bytearray) -> FieldEntry | None:
-    """The previous content plus the bytes appended since, if the recorded crc says that is what the file is."""
+def _extend(
+    path: str, prev: FieldEntry, size: int, crc: int, new_pack: bytearray, fed: bytes | None = None
+) -> FieldEntry | None:
+    """The previous content plus the bytes appended since (`fed` by the store step, else read from the
+    file), if the recorded crc says that is what the file is."""
     if size == prev.size:
         return _carry(prev) if crc == prev.crc else None
-    tail = _read_range(path, prev.size, size - prev.size)
+    tail = fed if fed is not None else _read_range(path, prev.size, size - prev.size)
     if len(tail) != size - prev.size or zlib.crc32(tail, prev.crc) != crc:
         return None
     entry = _carry(prev)

@@ -4,6 +4,8 @@ stocks' `_stock.json` records; `build.manifest` writes the shared files."""
 from __future__ import annotations
 
 import json
+import os
+import time
 
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
@@ -11,12 +13,42 @@ from precompute_assets.store.stock_commit import read_stock_meta, sits_on_calend
 
 
 def stock_metas(layout: StoreLayout) -> dict[str, dict]:
+    """Every stored stock's `_stock.json`, as `stock_record` gives it (not to be modified)."""
     metas = {}
     for code in stored_codes(layout):
-        meta = read_stock_meta(layout, code)
+        meta = stock_record(layout, code)
         if meta is not None:
             metas[code] = meta
     return metas
+
+
+SETTLED_NS = 2_000_000_000
+"""A record rewritten this recently may be rewritten again within one timestamp tick (file times are
+coarse), so its stat cannot vouch for it: it is read again next time."""
+_records: dict[str, tuple[tuple[int, int, int, int], dict]] = {}
+
+
+def stock_record(layout: StoreLayout, code: str) -> dict | None:
+    """The stock's `_stock.json`, shared by every caller in this process and so not to be modified.
+
+    A record whose inode, size and modification time are those it had when this process last read
+    it costs a `stat`: the manifest, the summary and its check each read every stock's record, one
+    after another in one process. Every write replaces the file (a new inode), so a stat that matches
+    is the same record.
+    """
+    path = str(layout.stock_meta_path(code))
+    try:
+        stat = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    signature = (stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns)
+    known = _records.get(path)
+    if known is not None and known[0] == signature:
+        return known[1]
+    meta = read_stock_meta(layout, code)
+    if meta is not None and time.time_ns() - stat.st_mtime_ns > SETTLED_NS:
+        _records[path] = (signature, meta)
+    return meta
 
 
 def calendar_holdouts(layout: StoreLayout) -> dict[str, str]:
@@ -27,7 +59,7 @@ def calendar_holdouts(layout: StoreLayout) -> dict[str, str]:
     view = StoreLayout(layout.root, pending=True)
     holdouts = {}
     for code in stored_codes(view):
-        meta = read_stock_meta(view, code)
+        meta = stock_record(view, code)
         if meta is None:
             continue
         if not sits_on_calendar(meta, working):

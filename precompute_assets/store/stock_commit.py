@@ -17,6 +17,8 @@ import time
 import uuid
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,27 @@ def _clear_pending(layout: StoreLayout, code: str) -> None:
         os.unlink(layout.pending_link(code))
 
 
+@dataclass
+class Appended:
+    """What `update_stock` appended: the version folder and, per field, (the file's size before, its
+    modification time right after, the bytes appended)."""
+
+    directory: str = ""
+    fields: dict[str, tuple[int, int, bytes]] = dataclass_field(default_factory=dict)
+
+    def tail(self, name: str, size_before: int, size: int, mtime_ns: int) -> bytes | None:
+        """The bytes appended to `name` if its file is now exactly as this append left it: of that size
+        before, those bytes longer now, and not modified since (the caller checks it is the same file)."""
+        entry = self.fields.get(name)
+        if entry is None or entry[0] != size_before or entry[1] != mtime_ns or size_before + len(entry[2]) != size:
+            return None
+        return entry[2]
+
+
+class StockFilesDamaged(ValueError):
+    """A stock's file is missing or not of the size its `_stock.json` records: rebuild the stock in full."""
+
+
 def update_stock(
     layout: StoreLayout,
     code: str,
@@ -113,29 +136,49 @@ def update_stock(
     replacements: Mapping[str, np.ndarray],
     meta: Mapping[str, object],
     current: Mapping[str, object] | None = None,
-) -> None:
+) -> Appended:
     """Append new days to a stock's current files in place and replace whole columns; `_stock.json` last.
 
     `current` is the stock's `_stock.json` when the caller has just read it. The appended rows lie
     past the published calendar until the manifest step publishes it, so neither Qlib nor the
     project's reader sees a half-appended stock. A crash leaves files longer than `_stock.json`
-    records, which the next run detects (`files_match_meta`) and rebuilds in full.
+    records, which the next run finds and rebuilds in full.
+
+    Each append checks its file on its own descriptor after writing (one `fstat`, no path lookup: the
+    size must be the recorded one plus the bytes written, and the modification time goes to the
+    backup), and an update that appends also checks the recorded files it neither appends to nor
+    replaces, so the planner need not stat a stock it plans to append to. A file missing or of
+    another size than recorded raises `StockFilesDamaged` and leaves `_stock.json` as it was (files
+    may hold the append: the caller rebuilds the stock in full, as a new version, so a damaged
+    version is never written to again). Returns what was appended, for the backup.
     """
     current = current if current is not None else read_stock_meta(layout, code)
     if current is None:
         raise ValueError(f"{code}: no stored version to update")
     directory = str(layout.stock_dir(code).resolve())
     files = dict(current["files"])  # type: ignore[call-overload]
+    appended = Appended(directory)
+    if appends:
+        _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
     for field, values in appends.items():
         payload = np.asarray(values, dtype="<f4").tobytes()
+        size, crc = files[field]
         # os-level calls: a daily update appends to every column of every stock, a quarter of a
         # million files at full-market scale, and buffered file objects cost ten times the write
-        handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(handle, payload)
+            handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
+        try:
+            if os.write(handle, payload) != len(payload):
+                raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
+            after = os.fstat(handle)
         finally:
             os.close(handle)
-        size, crc = files[field]
+        if after.st_size != size + len(payload):
+            found = after.st_size - len(payload)
+            raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
+        appended.fields[field] = (size, after.st_mtime_ns, payload)
         files[field] = [size + len(payload), zlib.crc32(payload, crc)]
     for field, values in replacements.items():
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
@@ -147,6 +190,18 @@ def update_stock(
     tmp = f"{directory}/.{META_FILE}.{uuid.uuid4().hex}.tmp"
     Path(tmp).write_text(meta_text(merged))
     os.replace(tmp, f"{directory}/{META_FILE}")
+    return appended
+
+
+def _check_sizes(directory: str, sizes: Mapping[str, int]) -> None:
+    """Raise `StockFilesDamaged` unless each field's file in `directory` has the size given."""
+    for field, size in sizes.items():
+        try:
+            found = os.stat(f"{directory}/{field}{BIN_SUFFIX}").st_size
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
+        if found != size:
+            raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
 
 
 def meta_text(meta: Mapping[str, object]) -> str:

@@ -1,11 +1,14 @@
 """What one bucket should hold: its input stocks, its stored stocks, and the calendar they align to.
 
 Validations read the input themselves (never the run's intermediates), so they also judge a store
-that an incremental run only appended to, or one that was damaged after it was written.
+that an incremental run only appended to, or one that was damaged after it was written. The input
+folder's listing, the stored codes and the calendar are the same for every bucket of one validation
+over a run's buckets: a `StoreListing` reads them once for all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -13,13 +16,38 @@ from pathlib import Path
 import pandas as pd
 
 from precompute_assets.build.bucket_state import input_problems
-from precompute_assets.build.buckets import bucket_keys, bucket_of, codes_in_bucket
+from precompute_assets.build.buckets import bucket_keys, bucket_of
 from precompute_assets.build.written import WrittenStock
 from precompute_assets.input.parquet import InputError, StockInput, read_stock_cached, scan_folder
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import align_to_calendar, stored_codes
+from precompute_assets.store.stock_commit import align_to_calendar, read_stock_meta, stored_codes
+
+
+@dataclass
+class StoreListing:
+    """The input files by code, the stored codes and the working calendar, read once for many buckets."""
+
+    settings: Settings
+
+    @cached_property
+    def layout(self) -> StoreLayout:
+        return StoreLayout(self.settings.qlib_data_path, pending=True)  # as the next publication shows it
+
+    @cached_property
+    def input_files(self) -> dict[str, Path]:
+        return scan_folder(self.settings.parquet_data_path).files
+
+    @cached_property
+    def stored(self) -> frozenset[str]:
+        """Codes with a `features/<code>` entry (delisted ones included)."""
+        return frozenset(stored_codes(self.layout))
+
+    @cached_property
+    def calendar(self) -> pd.DatetimeIndex:
+        """The calendar the buckets write against (it may run ahead of the published one)."""
+        return read_working_calendar(self.layout)
 
 
 @dataclass
@@ -30,41 +58,66 @@ class BucketScope:
     an update judge what it wrote, the audit (`written=None`) the whole bucket.
     """
 
-    settings: Settings
+    listing: StoreListing
     bucket: str | None
     written: dict[str, WrittenStock] | None = None
     _inputs: dict[str, StockInput | InputError] = field(default_factory=dict, repr=False)
+    _metas: dict[str, dict | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        return self.listing.settings
 
     @property
     def name(self) -> str:
         return self.bucket or "store"
 
-    @cached_property
+    @property
     def layout(self) -> StoreLayout:
-        return StoreLayout(self.settings.qlib_data_path, pending=True)  # as the next publication shows it
+        return self.listing.layout
 
-    @cached_property
+    @property
     def calendar(self) -> pd.DatetimeIndex:
         """The calendar the buckets write against (it may run ahead of the published one)."""
-        return read_working_calendar(self.layout)
+        return self.listing.calendar
 
     @cached_property
     def input_files(self) -> dict[str, Path]:
-        files = scan_folder(self.settings.parquet_data_path).files
-        codes = list(files) if self.bucket is None else codes_in_bucket(files, self.bucket, self.settings.batches)
-        codes = codes if self.written is None else [c for c in codes if c in self.written]
-        return {code: files[code] for code in sorted(codes)}
+        files = self.listing.input_files
+        return {code: files[code] for code in self._in_bucket(files)}
 
     @cached_property
     def stored(self) -> list[str]:
         """Codes with a `features/<code>` entry in this bucket (delisted ones included)."""
-        codes = stored_codes(self.layout)
-        codes = [c for c in codes if self.bucket is None or bucket_of(c, self.settings.batches) == self.bucket]
-        return codes if self.written is None else [c for c in codes if c in self.written]
+        return self._in_bucket(self.listing.stored)
+
+    def _in_bucket(self, codes: Collection[str]) -> list[str]:
+        """The bucket's codes among `codes` (the written ones only, when the run left a record)."""
+        if self.written is not None:
+            codes = [c for c in self.written if c in codes]
+        if self.bucket is not None:
+            codes = [c for c in codes if bucket_of(c, self.settings.batches) == self.bucket]
+        return sorted(codes)
 
     def rows_before(self, code: str) -> int:
         """Rows of the stock that the run did not write (0: judge every row)."""
         return 0 if self.written is None or code not in self.written else self.written[code].rows_before
+
+    def meta(self, code: str) -> dict | None:
+        """The stock's `_stock.json` (read once per validation), None when missing or unreadable."""
+        if code not in self._metas:
+            self._metas[code] = read_stock_meta(self.layout, code)
+        return self._metas[code]
+
+    def appended_starts(self, code: str) -> dict[str, int]:
+        """The files (lower-case fields) the run only appended to, each with the first row's calendar
+        index the stock's record gives: an append leaves a file's header as it was, which the checks
+        after the run that wrote it judged (and the audit judges again), so only the new rows are this
+        run's to prove, and they are read without the header."""
+        meta = self.meta(code)
+        if meta is None or not self.rows_before(code):
+            return {}
+        return dict.fromkeys(self.written[code].appended, int(meta["start_index"]))  # type: ignore[index]
 
     @cached_property
     def history_shrunk(self) -> dict[str, str]:

@@ -6,6 +6,8 @@ is listed, not failed, here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -15,13 +17,15 @@ from precompute_assets.indicators.registry import Registry
 from precompute_assets.input.parquet import StockInput
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import BASE_FIELDS
-from precompute_assets.store.stock_commit import read_stock_meta
-from precompute_assets.validation.bucket_scope import BucketScope
-from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
+from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
+from precompute_assets.validation.gx_runner import CODE, COLUMN, Rule
+from precompute_assets.validation.judging import FrameRules, Inspection, judge
 from precompute_assets.validation.result import ValidationResult
 from precompute_assets.validation.stored_values import file_spans
 
 CALENDAR = "calendar"
+WHOLE = "*"
+"""The column of a stock's row that stands for its complete columns and calendar."""
 
 
 def expected_columns(registry: Registry, stock: StockInput) -> list[str]:
@@ -34,44 +38,61 @@ def validate_completeness(
     settings: Settings, bucket: str | None, written: dict[str, WrittenStock] | None = None
 ) -> ValidationResult:
     """Every input stock of the bucket, or with `written` the stocks a run wrote."""
+    return next(validate_completeness_buckets(settings, {bucket: written}))
+
+
+def validate_completeness_buckets(
+    settings: Settings, written: Mapping[str | None, dict[str, WrittenStock] | None]
+) -> Iterator[ValidationResult]:
+    """`validate_completeness` of each bucket in `written` (in its order), judged together by GX."""
     import great_expectations as gx
 
-    scope = BucketScope(settings, bucket, written)
+    listing = StoreListing(settings)
     registry = load_registry()
+    specs = [
+        FrameRules(
+            "stocks",
+            [
+                Rule(
+                    gx.expectations.ExpectColumnValuesToBeInSet(column="stored", value_set=[True]),
+                    "not in the store",
+                    "*",
+                )
+            ],
+            [CODE],
+        ),
+        FrameRules(
+            "columns",
+            [
+                Rule(
+                    gx.expectations.ExpectColumnValuesToBeInSet(column="present", value_set=[True]),
+                    "no file in the store",
+                ),
+                Rule(
+                    gx.expectations.ExpectColumnValuesToBeBetween(column="missing_dates", max_value=0),
+                    "input dates missing from the store",
+                ),
+            ],
+            [CODE, COLUMN],
+            ["first_missing"],
+        ),
+    ]
+    inspections = (_inspect_bucket(BucketScope(listing, bucket, w), registry) for bucket, w in written.items())
+    return judge("completeness", specs, inspections)
+
+
+def _inspect_bucket(scope: BucketScope, registry: Registry) -> Inspection:
     inputs = scope.readable_inputs()
-    metas = {code: read_stock_meta(scope.layout, code) for code in scope.stored}
-    stored = {code for code, meta in metas.items() if meta is not None}
+    stored = {code for code in scope.stored if scope.meta(code) is not None}
     stocks = pd.DataFrame({CODE: list(inputs), "stored": [code in stored for code in inputs]})
     columns = pd.DataFrame(
         [
             row
             for code, stock in inputs.items()
             if code in stored
-            for row in _coverage(scope, registry, code, stock, _appended_starts(scope, code, metas[code]))
+            for row in _coverage(scope, registry, code, stock, scope.appended_starts(code))
         ],
         columns=[CODE, COLUMN, "present", "missing_dates", "first_missing"],
-    )
-    session = GxSession(f"completeness.{scope.name}")
-    failures = session.run(
-        "stocks",
-        stocks,
-        [Rule(gx.expectations.ExpectColumnValuesToBeInSet(column="stored", value_set=[True]), "not in the store", "*")],
-        [CODE],
-    )
-    failures += session.run(
-        "columns",
-        columns,
-        [
-            Rule(
-                gx.expectations.ExpectColumnValuesToBeInSet(column="present", value_set=[True]), "no file in the store"
-            ),
-            Rule(
-                gx.expectations.ExpectColumnValuesToBeBetween(column="missing_dates", max_value=0),
-                "input dates missing from the store",
-            ),
-        ],
-        [CODE, COLUMN],
-        ["first_missing"],
     )
     checked = {
         "stocks_in_input": len(scope.input_files),
@@ -80,26 +101,21 @@ def validate_completeness(
         "columns_per_stock": len(registry.all()) + len(BASE_FIELDS),
         "calendar_days": len(scope.calendar),
     }
-    return ValidationResult("completeness", scope.name, session.summary(), session.expectations, failures, checked)
-
-
-def _appended_starts(scope: BucketScope, code: str, meta: dict | None) -> dict[str, int]:
-    """The files the run only appended to, each with the first row's calendar index the stock's record
-    gives: an append leaves a file's header as it was, which the checks after the run that wrote it
-    judged (and the audit judges again), so only the new rows are this run's to prove."""
-    if meta is None or not scope.rows_before(code):
-        return {}
-    start = int(meta["start_index"])
-    return dict.fromkeys(scope.written[code].appended, start)  # type: ignore[index]
+    return Inspection(scope.name, {"stocks": stocks, "columns": columns}, checked)
 
 
 def _coverage(
     scope: BucketScope, registry: Registry, code: str, stock: StockInput, known_starts: dict[str, int]
 ) -> list[tuple]:
-    """One row per expected column (and one for the calendar): is it there, and which input dates does it miss."""
+    """A row per expected column (or the calendar) that is missing or misses input dates, and one for
+    the stock standing for all that is complete: GX names every gap, and a complete stock costs it one
+    row, not one per column."""
     dates = stock.bars.index
     positions = scope.calendar.get_indexer(dates)
-    rows = [(code, CALENDAR, True, *_missing(dates, positions >= 0))]
+    rows = [(code, WHOLE, True, 0, "")]
+    off_calendar = _missing(dates, positions >= 0)
+    if off_calendar[0]:
+        rows.append((code, CALENDAR, True, *off_calendar))
     spans = file_spans(scope.layout, code, known_starts)
     missing: dict[tuple[int, int], tuple[int, str]] = {}  # nearly every column of a stock has the same span
     for name in expected_columns(registry, stock):
@@ -110,7 +126,8 @@ def _coverage(
         if span not in missing:
             start, count = span
             missing[span] = _missing(dates, (positions >= start) & (positions < start + count))
-        rows.append((code, name, True, *missing[span]))
+        if missing[span][0]:
+            rows.append((code, name, True, *missing[span]))
     return rows
 
 

@@ -8,7 +8,7 @@ a window of history, not from the first row).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,9 +19,9 @@ from precompute_assets.indicators.compute import compute_family
 from precompute_assets.indicators.registry import FAMILIES, Indicator
 from precompute_assets.settings import Settings
 from precompute_assets.store.base_fields import base_fields
-from precompute_assets.store.stock_commit import read_stock_meta
-from precompute_assets.validation.bucket_scope import BucketScope
-from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
+from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
+from precompute_assets.validation.gx_runner import CODE, COLUMN, Rule
+from precompute_assets.validation.judging import FrameRules, Inspection, judge
 from precompute_assets.validation.result import ValidationResult
 from precompute_assets.validation.stored_values import read_stored
 
@@ -44,9 +44,42 @@ def validate_consistency(
     """`indicators` replaces the random column sample (e.g. to re-check the columns a failure named).
 
     With `written`, the stocks a run wrote are compared on the rows it wrote."""
+    options = {"sample_stocks": sample_stocks, "sample_columns": sample_columns, "indicators": indicators}
+    return next(validate_consistency_buckets(settings, {bucket: written}, {bucket: seed}, **options))
+
+
+def validate_consistency_buckets(
+    settings: Settings,
+    written: Mapping[str | None, dict[str, WrittenStock] | None],
+    seeds: Mapping[str | None, int],
+    *,
+    sample_stocks: int = SAMPLE_STOCKS,
+    sample_columns: int = SAMPLE_COLUMNS_PER_FAMILY,
+    indicators: Sequence[str] | None = None,
+) -> Iterator[ValidationResult]:
+    """`validate_consistency` of each bucket in `written` (in its order, each with its own seed),
+    judged together by GX."""
     import great_expectations as gx
 
-    scope = BucketScope(settings, bucket, written)
+    listing = StoreListing(settings)
+    mismatch = gx.expectations.ExpectColumnValuesToBeBetween(column="mismatches", max_value=0)
+    details = ["first_mismatch", "stored", "expected"]
+    specs = [
+        FrameRules("base_fields", [Rule(mismatch, "differs from the input")], [CODE, COLUMN], details),
+        FrameRules(
+            "indicator_sample", [Rule(mismatch, "differs from a recomputation from the input")], [CODE, COLUMN], details
+        ),
+    ]
+    inspections = (
+        _inspect_bucket(BucketScope(listing, bucket, w), seeds[bucket], sample_stocks, sample_columns, indicators)
+        for bucket, w in written.items()
+    )
+    return judge("consistency", specs, inspections)
+
+
+def _inspect_bucket(
+    scope: BucketScope, seed: int, sample_stocks: int, sample_columns: int, indicators: Sequence[str] | None
+) -> Inspection:
     stored = set(scope.stored)
     bars = {code: b for code in scope.input_files if code in stored and (b := scope.aligned_bars(code)) is not None}
     base_rows = [row for code, stock_bars in bars.items() for row in _compare_base(scope, code, stock_bars)]
@@ -58,39 +91,26 @@ def validate_consistency(
         result = compute_family(family, {code: bars[code] for code in codes}, scope.calendar, family_indicators)
         for code, frame in result.frames.items():
             frame = frame.iloc[_first_written(scope, code, frame.index) :]
+            fields = [i.field for i in family_indicators]
             stored_frame = read_stored(
-                scope.layout, code, [i.field for i in family_indicators], scope.calendar, frame.index
+                scope.layout, code, fields, scope.calendar, frame.index, scope.appended_starts(code)
             )
             for indicator in (i for i in family_indicators if i.name in frame):  # a failed column: completeness
                 expected = frame[indicator.name].to_numpy(np.float32)
                 sample_rows.append(
                     _row(code, indicator.field, stored_frame.get(indicator.field), expected, frame.index)
                 )
-
-    mismatch = gx.expectations.ExpectColumnValuesToBeBetween(column="mismatches", max_value=0)
-    session = GxSession(f"consistency.{scope.name}")
-    details = ["first_mismatch", "stored", "expected"]
-    failures = session.run(
-        "base_fields",
-        pd.DataFrame(base_rows, columns=PROFILE),
-        [Rule(mismatch, "differs from the input")],
-        [CODE, COLUMN],
-        details,
-    )
-    failures += session.run(
-        "indicator_sample",
-        pd.DataFrame(sample_rows, columns=PROFILE),
-        [Rule(mismatch, "differs from a recomputation from the input")],
-        [CODE, COLUMN],
-        details,
-    )
     checked = {
         "stocks_checked": len(bars),
         "seed": seed,
         "sampled_stocks": codes,
         "sampled_columns": sorted(i.field for family in chosen.values() for i in family),
     }
-    return ValidationResult("consistency", scope.name, session.summary(), session.expectations, failures, checked)
+    frames = {
+        "base_fields": pd.DataFrame(base_rows, columns=PROFILE),
+        "indicator_sample": pd.DataFrame(sample_rows, columns=PROFILE),
+    }
+    return Inspection(scope.name, frames, checked)
 
 
 def _sample_indicators(
@@ -113,7 +133,7 @@ def _first_written(scope: BucketScope, code: str, dates: pd.DatetimeIndex) -> in
     before = scope.rows_before(code)
     if not before:
         return 0
-    meta = read_stock_meta(scope.layout, code) or {}
+    meta = scope.meta(code) or {}
     first_new = int(meta.get("start_index", 0)) + before
     return int(dates.searchsorted(scope.calendar[first_new])) if first_new < len(scope.calendar) else len(dates)
 
@@ -121,7 +141,7 @@ def _first_written(scope: BucketScope, code: str, dates: pd.DatetimeIndex) -> in
 def _compare_base(scope: BucketScope, code: str, bars: pd.DataFrame) -> list[tuple]:
     bars = bars.iloc[_first_written(scope, code, bars.index) :]
     expected = base_fields(bars)
-    stored = read_stored(scope.layout, code, list(expected), scope.calendar, bars.index)
+    stored = read_stored(scope.layout, code, list(expected), scope.calendar, bars.index, scope.appended_starts(code))
     return [_row(code, name, stored.get(name), values, bars.index, exact=True) for name, values in expected.items()]
 
 

@@ -6,14 +6,15 @@ in `_stock.json`. A truncated, extended, overwritten, missing or stray bin file,
 is damage that a re-materialization of the bucket repairs.
 
 `stock_problems` is the plain form (backups, restores, deciding what to rebuild); `validate_integrity`
-runs the same findings through Great Expectations for the asset check.
+runs the same findings through Great Expectations for the asset check: a row per damaged item, and one
+per stock for all that is whole (`files_checked` counts every item inspected).
 """
 
 from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,8 +24,9 @@ from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import history_inserted, read_calendar, read_working_calendar
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
 from precompute_assets.store.stock_commit import bin_entries, read_stock_meta
-from precompute_assets.validation.bucket_scope import BucketScope
-from precompute_assets.validation.gx_runner import CODE, COLUMN, GxSession, Rule
+from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
+from precompute_assets.validation.gx_runner import CODE, COLUMN, Rule
+from precompute_assets.validation.judging import FrameRules, Inspection, judge
 from precompute_assets.validation.result import ValidationResult
 
 PUBLISHED, WORKING = "calendars/day.txt", "working calendar"
@@ -38,6 +40,8 @@ PROBLEMS = {
     "last_ok": "calendar mismatch: the last row is not on the recorded last date",
 }
 FLAGS = list(PROBLEMS)
+WHOLE = "*"
+"""The column of a stock's row that stands for its whole files, metadata and calendar places."""
 
 
 @dataclass(frozen=True)
@@ -137,30 +141,37 @@ def validate_integrity(
     settings: Settings, bucket: str | None, written: dict[str, WrittenStock] | None = None
 ) -> ValidationResult:
     """Every stored stock of the bucket, or with `written` the files and appended bytes a run wrote."""
+    return next(validate_integrity_buckets(settings, {bucket: written}))
+
+
+def validate_integrity_buckets(
+    settings: Settings, written: Mapping[str | None, dict[str, WrittenStock] | None]
+) -> Iterator[ValidationResult]:
+    """`validate_integrity` of each bucket in `written` (in its order), judged together by GX."""
     import great_expectations as gx
 
-    scope = BucketScope(settings, bucket, written)
-    calendars = StoreCalendars.read(scope.layout)
-    rows = [
-        finding.row()
-        for code in scope.stored
-        for finding in inspect_stock(
-            scope.layout, code, calendars, appended=written[code].appended if written else None
-        )
-    ]
-    frame = pd.DataFrame(rows, columns=[CODE, COLUMN, *FLAGS, "detail"])
+    listing = StoreListing(settings)
+    calendars = StoreCalendars.read(listing.layout)
     rules = [
         Rule(gx.expectations.ExpectColumnValuesToBeInSet(column=flag, value_set=[True]), problem)
         for flag, problem in PROBLEMS.items()
     ]
-    session = GxSession(f"integrity.{scope.name}")
-    failures = session.run("files", frame, rules, [CODE, COLUMN], ["detail"])
-    checked = {
-        "stocks_checked": len(scope.stored),
-        "files_checked": len(frame),
-        "calendar_days": len(calendars.working),
-    }
-    return ValidationResult("integrity", scope.name, session.summary(), session.expectations, failures, checked)
+    inspections = (_inspect_bucket(BucketScope(listing, bucket, w), calendars) for bucket, w in written.items())
+    return judge("integrity", [FrameRules("files", rules, [CODE, COLUMN], ["detail"])], inspections)
+
+
+def _inspect_bucket(scope: BucketScope, calendars: StoreCalendars) -> Inspection:
+    """One row per damaged item and one per stock standing for its items that are whole: GX names
+    every damaged file, and a bucket of whole stocks costs it a row per stock, not per file."""
+    rows, files = [], 0
+    for code in scope.stored:
+        appended = scope.written[code].appended if scope.written else None
+        findings = inspect_stock(scope.layout, code, calendars, appended=appended)
+        files += len(findings)
+        rows.append(Finding(code, WHOLE).row())
+        rows.extend(finding.row() for finding in findings if finding.failed)
+    checked = {"stocks_checked": len(scope.stored), "files_checked": files, "calendar_days": len(calendars.working)}
+    return Inspection(scope.name, {"files": pd.DataFrame(rows, columns=[CODE, COLUMN, *FLAGS, "detail"])}, checked)
 
 
 def _inspect_file(

@@ -10,6 +10,8 @@ correlation columns undefined.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -17,11 +19,11 @@ from precompute_assets.build.written import WrittenStock
 from precompute_assets.indicators.catalog import load_registry
 from precompute_assets.indicators.warmup import nan_after_warmup
 from precompute_assets.settings import Settings
-from precompute_assets.store.stock_commit import read_stock_meta
-from precompute_assets.validation.bucket_scope import BucketScope
-from precompute_assets.validation.gx_runner import CODE, COLUMN, DATE, GxSession, Rule
+from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
+from precompute_assets.validation.gx_runner import CODE, COLUMN, DATE, Rule
+from precompute_assets.validation.judging import FrameRules, Inspection, judge
 from precompute_assets.validation.result import ValidationResult
-from precompute_assets.validation.stored_values import read_stored, stored_fields, stored_span
+from precompute_assets.validation.stored_values import read_stored, read_stored_block, stored_fields, stored_span
 
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "rsi14": (0.0, 100.0),
@@ -36,6 +38,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 ORDERED = (("bollinger_upper", "bollinger_middle"), ("bollinger_middle", "bollinger_lower"))
 TOLERANCE = 1e-4
 """Slack on range bounds: TA-Lib's STOCH gives -3e-13 for 0; an altered value is far outside anyway."""
+VALUE_COLUMNS = sorted({*RANGES, *(name for pair in ORDERED for name in pair)})
 MAX_NAN_SHARE = 0.25
 """Above this share of NaN after a column's warm-up (on days with input) a column is flagged for a look."""
 
@@ -47,38 +50,61 @@ def validate_quality(
     *,
     max_nan_share: float = MAX_NAN_SHARE,
 ) -> ValidationResult:
-    scope = BucketScope(settings, bucket, written)
+    return next(validate_quality_buckets(settings, {bucket: written}, max_nan_share=max_nan_share))
+
+
+def validate_quality_buckets(
+    settings: Settings,
+    written: Mapping[str | None, dict[str, WrittenStock] | None],
+    *,
+    max_nan_share: float = MAX_NAN_SHARE,
+) -> Iterator[ValidationResult]:
+    """`validate_quality` of each bucket in `written` (in its order), judged together by GX."""
+    listing = StoreListing(settings)
     warmups = {indicator.field: indicator.warmup for indicator in load_registry().all()}
-    value_columns = sorted({*RANGES, *(name for pair in ORDERED for name in pair)})
-    values, profiles = [], []
+    specs = [
+        FrameRules("values", _value_rules(), [CODE, DATE]),
+        FrameRules("columns", _profile_rules(max_nan_share), [CODE, COLUMN], ["rows_after_warmup"]),
+    ]
+    inspections = (
+        _inspect_bucket(BucketScope(listing, bucket, w), warmups, max_nan_share) for bucket, w in written.items()
+    )
+    return judge("quality", specs, inspections)
+
+
+def _inspect_bucket(scope: BucketScope, warmups: dict[str, int], max_nan_share: float) -> Inspection:
+    """The ranged columns on the rows the run wrote, one block per stock (no frame per stock: a daily
+    update reads one row of each); every column's profile for a stock written in full."""
+    codes, dates, blocks, profiles = [], [], [], []
     for code in scope.stored:
-        meta = read_stock_meta(scope.layout, code)
+        meta = scope.meta(code)
         if meta is None:
             continue  # unreadable `_stock.json`: the integrity check names it
         rows = stored_span(scope.calendar, meta)[scope.rows_before(code) :]
-        whole = len(rows) == meta["rows"]  # a full write: profile every column, not only the ranged ones
-        fields = stored_fields(scope.layout, code) if whole else value_columns
-        frame = read_stored(scope.layout, code, fields, scope.calendar, rows)
-        values.append(frame.reindex(columns=value_columns).rename_axis(DATE).reset_index().assign(**{CODE: code}))
-        if whole:
+        if len(rows) == meta["rows"]:  # a full write: profile every column, not only the ranged ones
+            frame = read_stored(scope.layout, code, stored_fields(scope.layout, code), scope.calendar, rows)
             profiles.extend(_profile(code, frame, warmups))
-    value_frame = pd.concat(values, ignore_index=True) if values else pd.DataFrame(columns=[CODE, DATE, *value_columns])
+            block = frame.reindex(columns=VALUE_COLUMNS).to_numpy(np.float64)
+        else:
+            block = read_stored_block(
+                scope.layout, code, VALUE_COLUMNS, scope.calendar, rows, scope.appended_starts(code)
+            )
+        codes.append(np.full(len(rows), code, dtype=object))
+        dates.append(rows)
+        blocks.append(block)
+    values = pd.DataFrame(
+        np.concatenate(blocks) if blocks else np.empty((0, len(VALUE_COLUMNS))), columns=VALUE_COLUMNS
+    )
+    values.insert(0, DATE, np.concatenate(dates) if dates else np.array([], "datetime64[ns]"))
+    values.insert(0, CODE, np.concatenate(codes) if codes else np.array([], dtype=object))
     profile_frame = pd.DataFrame(profiles, columns=[CODE, COLUMN, "infinite", "nan_share", "rows_after_warmup"])
-
-    session = GxSession(f"quality.{scope.name}")
-    failures = session.run(
-        "values", value_frame.astype({c: "float64" for c in value_columns}), _value_rules(), [CODE, DATE]
-    )
-    failures += session.run(
-        "columns", profile_frame, _profile_rules(max_nan_share), [CODE, COLUMN], ["rows_after_warmup"]
-    )
     checked = {
-        "stocks_checked": len(values),
-        "rows_checked": len(value_frame),
+        "stocks_checked": len(blocks),
+        "rows_checked": len(values),
         "stocks_profiled": len({row[0] for row in profiles}),
         "max_nan_share": max_nan_share,
     }
-    return ValidationResult("quality", scope.name, session.summary(), session.expectations, failures, checked)
+    return Inspection(scope.name, {"values": values, "columns": profile_frame}, checked)
 
 
 def _value_rules() -> list[Rule]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,27 +23,94 @@ HEADER = struct.Struct("<f")  # a bin file's first float32 (DTYPE): the calendar
 
 
 def read_stored(
-    layout: StoreLayout, code: str, fields: Iterable[str], calendar: pd.DatetimeIndex, index: pd.DatetimeIndex
+    layout: StoreLayout,
+    code: str,
+    fields: Iterable[str],
+    calendar: pd.DatetimeIndex,
+    index: pd.DatetimeIndex,
+    known_starts: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
-    """`fields` (lower case) of one stock on `index` (dates of `calendar`); absent values are NaN."""
+    """`fields` (lower case) of one stock on `index` (dates of `calendar`); absent values are NaN, and
+    a field without a file has no column.
+
+    A field in `known_starts` (a file a run only appended to, its first row's calendar index as the
+    stock's record gives it) is read from the bytes of the rows on `index` alone, not from its header
+    on: after a daily update, the appended values, in the page the append wrote."""
+    names, columns = _read_columns(layout, code, fields, calendar, index, known_starts or {})
+    block = np.stack(columns, axis=1) if columns else np.empty((len(index), 0), np.float32)
+    return pd.DataFrame(block, index=index, columns=names)
+
+
+def read_stored_block(
+    layout: StoreLayout,
+    code: str,
+    fields: Sequence[str],
+    calendar: pd.DatetimeIndex,
+    index: pd.DatetimeIndex,
+    known_starts: Mapping[str, int] | None = None,
+) -> np.ndarray:
+    """`read_stored` as one float64 array with a column per field (NaN for a field without a file):
+    no frame for a stock whose few appended rows are stacked with many others'."""
+    block = np.full((len(index), len(fields)), np.nan)
+    names, columns = _read_columns(layout, code, fields, calendar, index, known_starts or {})
+    for name, column in zip(names, columns, strict=True):
+        block[:, list(fields).index(name)] = column
+    return block
+
+
+def _read_columns(
+    layout: StoreLayout,
+    code: str,
+    fields: Iterable[str],
+    calendar: pd.DatetimeIndex,
+    index: pd.DatetimeIndex,
+    known_starts: Mapping[str, int],
+) -> tuple[list[str], list[np.ndarray]]:
     positions = calendar.get_indexer(index)
     directory = str(layout.stock_dir(code))
     names, columns = [], []
     for name in fields:
+        path = os.path.join(directory, f"{name.lower()}.{FREQ}.bin")
+        start = known_starts.get(name.lower())
         try:
-            data = read_raw(os.path.join(directory, f"{name.lower()}.{FREQ}.bin"))
+            column = _read_rows(path, start, positions) if start is not None else _read_placed(path, positions)
         except (FileNotFoundError, ValueError):
             continue
-        column = np.full(len(index), np.nan, dtype=np.float32)
-        if data.size > 1 and np.isfinite(data[0]):  # an overwritten header places nothing
-            start, values = int(data[0]), data[1:]
-            offset = positions - start
-            inside = (positions >= 0) & (offset >= 0) & (offset < len(values))
-            column[inside] = values[offset[inside]]
         names.append(name)
         columns.append(column)
-    block = np.stack(columns, axis=1) if columns else np.empty((len(index), 0), np.float32)
-    return pd.DataFrame(block, index=index, columns=names)
+    return names, columns
+
+
+def _read_placed(path: str, positions: np.ndarray) -> np.ndarray:
+    """The file's values at calendar `positions`, placed by its own header (read whole)."""
+    data = read_raw(path)
+    column = np.full(len(positions), np.nan, dtype=np.float32)
+    if data.size > 1 and np.isfinite(data[0]):  # an overwritten header places nothing
+        start, values = int(data[0]), data[1:]
+        offset = positions - start
+        inside = (positions >= 0) & (offset >= 0) & (offset < len(values))
+        column[inside] = values[offset[inside]]
+    return column
+
+
+def _read_rows(path: str, start: int, positions: np.ndarray) -> np.ndarray:
+    """The file's values at calendar `positions`, its first row at `start`: one read of the bytes
+    from the first wanted row to the last (what the file lacks stays NaN)."""
+    column = np.full(len(positions), np.nan, dtype=np.float32)
+    offset = positions - start
+    wanted = (positions >= 0) & (offset >= 0)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not wanted.any():
+            return column
+        first, last = int(offset[wanted].min()), int(offset[wanted].max())
+        raw = os.pread(fd, DTYPE.itemsize * (last - first + 1), DTYPE.itemsize * (1 + first))
+    finally:
+        os.close(fd)
+    values = np.frombuffer(raw[: len(raw) - len(raw) % DTYPE.itemsize], dtype=DTYPE)
+    inside = wanted & (offset - first < len(values))
+    column[inside] = values[offset[inside] - first]
+    return column
 
 
 def stored_span(calendar: pd.DatetimeIndex, meta: dict) -> pd.DatetimeIndex:

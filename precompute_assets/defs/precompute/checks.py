@@ -9,7 +9,8 @@ that found only warnings (a high NaN share) reports WARN and lets the run go on.
 """
 
 import hashlib
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from dagster import (
     AssetCheckEvaluation,
@@ -18,6 +19,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetRecordsFilter,
+    DagsterEventType,
     Output,
     asset_check,
 )
@@ -30,20 +32,21 @@ from precompute_assets.build.bucket_state import mark_for_repair
 from precompute_assets.build.written import WrittenStock, read_written
 from precompute_assets.defs.partitions import stock_buckets
 from precompute_assets.defs.precompute.check_metadata import check_metadata
-from precompute_assets.defs.precompute.run_progress import RunProgress
+from precompute_assets.defs.precompute.run_progress import TAG_EVERY, RunProgress
 from precompute_assets.defs.precompute.store import qlib_store
 from precompute_assets.defs.resources import PrecomputeSettings
 from precompute_assets.settings import Settings
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.validation.completeness import validate_completeness
-from precompute_assets.validation.consistency import validate_consistency
-from precompute_assets.validation.integrity import validate_integrity
-from precompute_assets.validation.quality import validate_quality
+from precompute_assets.validation.completeness import validate_completeness_buckets
+from precompute_assets.validation.consistency import validate_consistency_buckets
+from precompute_assets.validation.integrity import validate_integrity_buckets
+from precompute_assets.validation.quality import validate_quality_buckets
 from precompute_assets.validation.result import ValidationResult
 
 CHECK_OUTPUT = "result"  # the output name @asset_check gives its op
-Written = dict[str, WrittenStock] | None
-Validate = Callable[[AssetCheckExecutionContext, Settings, str, Written], ValidationResult]
+Written = dict[str, dict[str, WrittenStock] | None]
+"""Each bucket of the run and what its store step wrote there (None: the whole bucket is judged)."""
+Validate = Callable[[AssetCheckExecutionContext, Settings, Written], Iterable[ValidationResult]]
 
 
 def build_store_check(name: str, validate: Validate, description: str) -> AssetChecksDefinition:
@@ -61,24 +64,37 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
         progress = RunProgress.start(context, name, settings)
         results = {}
         run = context.run.root_run_id or context.run.run_id  # the work folder the run's store step wrote in
-        for bucket in context.partition_keys:
-            written = read_written(intermediates.bucket_dir(settings.work_path, bucket, run))
-            results[bucket] = result = validate(context, settings, bucket, written)
-            log = context.log.info if result.passed else context.log.error if result.blocking else context.log.warning
-            log(result.describe())  # names the check and the bucket
-            progress.bucket_done(bucket)
+        written = {
+            bucket: read_written(intermediates.bucket_dir(settings.work_path, bucket, run))
+            for bucket in context.partition_keys
+        }
+        reported, pending = time.monotonic(), []
+        for bucket, result in zip(written, validate(context, settings, written), strict=True):
+            results[bucket] = result
+            if not result.passed:
+                (context.log.error if result.blocking else context.log.warning)(result.describe())
+            pending.append(bucket)
+            if time.monotonic() - reported >= TAG_EVERY:  # buckets judged together report together
+                progress.bucket_done(*pending)
+                reported, pending = time.monotonic(), []
+        if pending:
+            progress.bucket_done(*pending)
+        passed = [bucket for bucket, result in results.items() if result.passed]
+        if passed:
+            context.log.info(f"{name}: passed on {len(passed)} bucket(s): {', '.join(passed)}")
         if context.has_partition_key:
             yield AssetCheckResult(**_outcome(next(iter(results.values()))))
             return
         # A returned AssetCheckResult carries no partition in a range run (Dagster 1.13 records it on
         # None): each bucket gets its own evaluation instead, and the check's output is emitted bare.
+        targets = _latest_materializations(context, list(results))
         for bucket, result in results.items():
             yield AssetCheckEvaluation(
                 asset_key=qlib_store.key,
                 check_name=name,
                 partition=bucket,
                 blocking=True,
-                target_materialization_data=_latest_materialization(context, bucket),
+                target_materialization_data=targets.get(bucket),
                 **_outcome(result),
             )
         yield Output(None, output_name=CHECK_OUTPUT)
@@ -86,19 +102,30 @@ def build_store_check(name: str, validate: Validate, description: str) -> AssetC
     return _check
 
 
-def _latest_materialization(
-    context: AssetCheckExecutionContext, bucket: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The bucket's latest `qlib_store` materialization, which the UI ties the evaluation to."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=qlib_store.key, asset_partitions=[bucket]), limit=1
-    ).records
-    if not records:
-        return None
-    record = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+def _latest_materializations(
+    context: AssetCheckExecutionContext, buckets: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each bucket's latest `qlib_store` materialization, which the UI ties its evaluation to (two
+    queries for all the buckets of the run, not one per bucket)."""
+    instance = context.instance
+    latest = instance.get_latest_storage_id_by_partition(
+        qlib_store.key, DagsterEventType.ASSET_MATERIALIZATION, set(buckets)
     )
+    if not latest:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=qlib_store.key, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    by_id = {record.storage_id: record for record in records}
+    return {
+        bucket: AssetCheckEvaluationTargetMaterializationData(
+            run_id=by_id[storage_id].event_log_entry.run_id,
+            storage_id=storage_id,
+            timestamp=by_id[storage_id].timestamp,
+        )
+        for bucket, storage_id in latest.items()
+        if storage_id in by_id
+    }
 
 
 def _outcome(result: ValidationResult) -> dict[str, object]:
@@ -111,13 +138,13 @@ def _outcome(result: ValidationResult) -> dict[str, object]:
     }
 
 
-def integrity_marking_repairs(settings: Settings, bucket: str, written: Written = None) -> ValidationResult:
+def integrity_marking_repairs(settings: Settings, written: Written) -> Iterator[ValidationResult]:
     """Integrity, and the damaged stocks recorded so the bucket's next run (sensor, `make run`) rebuilds them."""
-    result = validate_integrity(settings, bucket, written)
-    if result.failing_stocks:
-        layout = StoreLayout(settings.qlib_data_path)
-        mark_for_repair(layout, bucket, result.failing_stocks, "integrity check failed")
-    return result
+    layout = StoreLayout(settings.qlib_data_path)
+    for bucket, result in zip(written, validate_integrity_buckets(settings, written), strict=True):
+        if result.failing_stocks:
+            mark_for_repair(layout, bucket, result.failing_stocks, "integrity check failed")
+        yield result
 
 
 def run_seed(context: AssetCheckExecutionContext, bucket: str) -> int:
@@ -128,26 +155,26 @@ def run_seed(context: AssetCheckExecutionContext, bucket: str) -> int:
 STORE_CHECKS = [
     build_store_check(
         "completeness",
-        lambda context, settings, bucket, written: validate_completeness(settings, bucket, written),
+        lambda context, settings, written: validate_completeness_buckets(settings, written),
         "Every readable input stock, each of its input dates and every registered column is in the store.",
     ),
     build_store_check(
         "quality",
-        lambda context, settings, bucket, written: validate_quality(settings, bucket, written),
+        lambda context, settings, written: validate_quality_buckets(settings, written),
         "RSI/KDJ/STOCH in [0, 100], Williams %R in [-100, 0], volume and ATR >= 0, Bollinger bands ordered, "
         "no infinities (blocking); NaN share after warm-up (a warning).",
     ),
     build_store_check(
         "consistency",
-        lambda context, settings, bucket, written: validate_consistency(
-            settings, bucket, written, seed=run_seed(context, bucket)
+        lambda context, settings, written: validate_consistency_buckets(
+            settings, written, {bucket: run_seed(context, bucket) for bucket in written}
         ),
         "Base fields equal the input parquet as float32; a seeded random sample of indicator columns "
         "recomputed from the input equals the stored values.",
     ),
     build_store_check(
         "integrity",
-        lambda context, settings, bucket, written: integrity_marking_repairs(settings, bucket, written),
+        lambda context, settings, written: integrity_marking_repairs(settings, written),
         "Every stored file has the size and crc32 its commit recorded; first and last rows sit on the "
         "recorded dates of the calendar.",
     ),

@@ -23,8 +23,7 @@ def materialize_buckets(context: AssetExecutionContext, step: Callable[[str], St
         reports[bucket] = report
         for error in report.errors:
             context.log.error(f"{bucket}: {error}")
-        context.log.info(f"{bucket}: {report.metadata}")
-        progress.bucket_done(bucket)
+        progress.bucket_done(bucket, detail=f"{bucket}: {report.metadata}")
     merged = merge_reports(reports)
     merged.metadata["buckets"] = len(reports)
     # ru_maxrss is in KiB on Linux: the step's process at its largest, for sizing workers

@@ -49,11 +49,13 @@ class RunProgress:
         started = record.start_time if record and record.start_time else time.time()
         return cls(context, step, stocks, max(len(plan.step_keys_to_execute), 1), len(succeeded), started)
 
-    def bucket_done(self, bucket: str) -> str:
-        """Report `bucket` finished in this step; returns the line it logged."""
-        self.buckets_done.append(bucket)
+    def bucket_done(self, *buckets: str, detail: str = "") -> str:
+        """Report `buckets` finished in this step (a check judges many at once), after `detail` (what the
+        step says of them) in the same message: each log message is an event the run stores, one
+        transaction each; returns the progress line."""
+        self.buckets_done.extend(buckets)
         line = self.describe()
-        self.context.log.info(line)
+        self.context.log.info(f"{detail}\n{line}" if detail else line)
         now = time.monotonic()
         if now - self.last_tag >= TAG_EVERY or len(self.buckets_done) == len(self.stocks):
             self.last_tag = now

@@ -166,6 +166,77 @@ def _lookback(node: object, all_rows: int) -> int:
     return n - 1
 
 
+@dataclass(frozen=True)
+class _ReadingPlan:
+    """For trees evaluated on their last `out_rows` rows of a panel: per node (by its Qlib string) how
+    many consumers read it, how many last rows of it they read, and how many rows before those it
+    reads of its own inputs (`_lookback`)."""
+
+    uses: Counter[str]
+    rows: dict[str, int]
+    lookback: dict[str, int]
+
+
+@functools.cache
+def _kind(cls: type) -> str:
+    """Which of the evaluator's cases a node class takes, tested in the evaluator's order (a Sign is
+    an element-wise operator too), once per class instead of once per node and batch."""
+    from qlib.data import ops
+
+    cases = (
+        ("feature", ops.Feature),
+        ("sign", ops.Sign),
+        ("elem", ops.NpElemOperator),
+        ("pair", ops.NpPairOperator),
+        ("if", ops.If),
+        ("shift", ops.Ref | ops.Delta),
+        ("corr", ops.Corr),
+    )
+    for kind, base in cases:
+        if issubclass(cls, base):
+            return kind
+    return "rolling" if cls.__name__ in _ROLLING else "other"
+
+
+_PLANS: dict[tuple[tuple[str, ...], int, int], _ReadingPlan] = {}
+_PLANS_KEPT = 64
+
+
+def _reading_plan(trees: list[object], out_rows: int, panel_rows: int) -> _ReadingPlan:
+    """The trees' reading plan on a panel of `panel_rows`: the same for every batch of a run with
+    those rows (a daily update's buckets), so it is worked out once."""
+    key = (tuple(_key(tree) for tree in trees), out_rows, panel_rows)
+    found = _PLANS.get(key)
+    if found is None:
+        found = _ReadingPlan(Counter(), {}, {})
+        for tree in trees:
+            _count_uses(tree, found.uses, found.lookback, panel_rows)
+            _need_rows(tree, out_rows, panel_rows, found.rows)
+        if len(_PLANS) >= _PLANS_KEPT:
+            _PLANS.clear()
+        _PLANS[key] = found
+    return found
+
+
+def _count_uses(node: object, uses: Counter[str], lookback: dict[str, int], panel_rows: int) -> None:
+    key = _key(node)
+    uses[key] += 1
+    if uses[key] == 1:
+        lookback[key] = _lookback(node, panel_rows)
+        for child in _children(node).values():
+            _count_uses(child, uses, lookback, panel_rows)
+
+
+def _need_rows(node: object, rows: int, panel_rows: int, need: dict[str, int]) -> None:
+    key = _key(node)
+    rows = min(rows, panel_rows)
+    if rows <= need.get(key, 0):
+        return
+    need[key] = rows
+    for child in _children(node).values():
+        _need_rows(child, rows + _lookback(node, panel_rows), panel_rows, need)
+
+
 class _Evaluator:
     """Evaluates the nodes of a batch's trees once each (by their Qlib string), each on only the panel's
     last rows its consumers read (`rows`), freeing a shared subexpression's values when its last
@@ -173,29 +244,11 @@ class _Evaluator:
 
     def __init__(self, panel: _Panel, trees: list[object], out_rows: int) -> None:
         self.panel = panel
-        self.uses: Counter[str] = Counter()
-        self.rows: dict[str, int] = {}
-        for tree in trees:
-            self._count(tree)
-            self._need(tree, out_rows)
+        plan = _reading_plan(trees, out_rows, panel.rows)
+        self.rows, self.lookback = plan.rows, plan.lookback
+        self.uses = plan.uses.copy()  # counted down as consumers read
         self.cache: dict[str, np.ndarray] = {}
         self._bounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _count(self, node: object) -> None:
-        key = _key(node)
-        self.uses[key] += 1
-        if self.uses[key] == 1:
-            for child in _children(node).values():
-                self._count(child)
-
-    def _need(self, node: object, rows: int) -> None:
-        key = _key(node)
-        rows = min(rows, self.panel.rows)
-        if rows <= self.rows.get(key, 0):
-            return
-        self.rows[key] = rows
-        for child in _children(node).values():
-            self._need(child, rows + _lookback(node, self.panel.rows))
 
     def bounds(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         found = self._bounds.get(rows)
@@ -208,7 +261,7 @@ class _Evaluator:
         key = _key(node)
         found = self.cache.get(key)
         if found is None:
-            found = self._compute(node, self.rows[key])
+            found = self._compute(node, key)
             if self.uses[key] > 1:
                 self.cache[key] = found
         self.uses[key] -= 1
@@ -223,40 +276,40 @@ class _Evaluator:
         child = getattr(node, name)
         return self.value(child)[-rows:] if isinstance(child, Expression) else child
 
-    def _compute(self, node: object, rows: int) -> np.ndarray:
-        from qlib.data import ops
-
-        if isinstance(node, ops.Feature):
+    def _compute(self, node: object, key: str) -> np.ndarray:
+        """The node's last `rows[key]` rows; called inside `_evaluate_batch`'s errstate (x / 0 and
+        log(0) give Qlib's inf and NaN, quietly)."""
+        rows = self.rows[key]
+        kind = _kind(type(node))
+        if kind == "feature":
             return self.panel.fields[node._name][-rows:]
         n = getattr(node, "N", None)
         fixed = isinstance(n, int) and not isinstance(n, bool) and n > 0
-        rows_in = min(rows + _lookback(node, self.panel.rows), self.panel.rows)
-        with np.errstate(all="ignore"):  # x / 0 and log(0) give Qlib's inf and NaN, quietly
-            return self._compute_node(node, n, fixed, rows_in, rows_in - rows)[-rows:]
+        rows_in = min(rows + self.lookback[key], self.panel.rows)
+        return self._compute_node(node, kind, n, fixed, rows_in, rows_in - rows)[-rows:]
 
-    def _compute_node(self, node: object, n: object, fixed: bool, rows: int, skip: int) -> np.ndarray:
-        """The node from its inputs on the panel's last `rows` rows, of which the first `skip` are read
-        by no consumer (only windows over them are): its values on the last `rows - skip` rows at least."""
-        from qlib.data import ops
-
-        if isinstance(node, ops.Sign):
+    def _compute_node(self, node: object, kind: str, n: object, fixed: bool, rows: int, skip: int) -> np.ndarray:
+        """The node (of `_kind` `kind`) from its inputs on the panel's last `rows` rows, of which the
+        first `skip` are read by no consumer (only windows over them are): its values on the last
+        `rows - skip` rows at least."""
+        if kind == "sign":
             return np.sign(self._operand(node, "feature", rows).astype(np.float32))
-        if isinstance(node, ops.NpElemOperator):
+        if kind == "elem":
             return getattr(np, node.func)(self._operand(node, "feature", rows))
-        if isinstance(node, ops.NpPairOperator):
+        if kind == "pair":
             left, right = self._operand(node, "feature_left", rows), self._operand(node, "feature_right", rows)
             return getattr(np, node.func)(left, right)
-        if isinstance(node, ops.If):
+        if kind == "if":
             cond = self._operand(node, "condition", rows)
             return np.where(cond, self._operand(node, "feature_left", rows), self._operand(node, "feature_right", rows))
-        if fixed and isinstance(node, ops.Ref | ops.Delta):
+        if fixed and kind == "shift":
             return self._shifted(node, n, rows)
-        if fixed and isinstance(node, ops.Corr):
+        if fixed and kind == "corr":
             left, right = self._operand(node, "feature_left", rows), self._operand(node, "feature_right", rows)
             if isinstance(left, np.ndarray) and isinstance(right, np.ndarray):
                 return self._corr(left, right, n, rows, skip)
             return self._per_stock(node, {"feature_left": left, "feature_right": right}, rows)
-        if fixed and type(node).__name__ in _ROLLING:
+        if fixed and kind == "rolling":
             return self._rolling(node, self._operand(node, "feature", rows), n, rows, skip)
         inputs = {k: self.value(c)[-rows:] for k, c in _children(node).items()}
         return self._per_stock(node, inputs, rows)
@@ -464,12 +517,13 @@ def _evaluate_batch(
         rows = int(out_rows[chunk].max())
         block = np.empty((len(trees), len(chunk), rows), np.float32)  # block[t].T: a tree's (rows, stocks)
         evaluator = _Evaluator(panel, trees, rows)
-        for t, tree in enumerate(trees):
-            target = block[t]
-            with np.errstate(over="ignore", invalid="ignore"):
+        # once for the batch, not per node: x / 0 and log(0) give Qlib's inf and NaN, quietly
+        with np.errstate(all="ignore"):
+            for t, tree in enumerate(trees):
+                target = block[t]
                 # [-rows:]: a root that is also another tree's subexpression holds the rows that one reads
                 np.copyto(target, evaluator.value(tree)[-rows:].T, casting="unsafe")
-            target[np.isinf(target)] = np.nan
+                target[np.isinf(target)] = np.nan
         for place, s in enumerate(chunk):
             found[s] = block[:, place, rows - out_rows[s] :].T
     return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Literal
 
 import numpy as np
@@ -36,9 +36,33 @@ REQUIRED = ("open", "high", "low", "close", "volume")
 
 
 def valid_rows(bars: pd.DataFrame) -> np.ndarray:
-    """True on the days with every required field: the others are missing days. Per column on arrays
-    (a frame-wide notna() builds a frame per call, and every step asks for each stock)."""
-    return ~np.logical_or.reduce([pd.isna(bars[name].to_numpy()) for name in REQUIRED])
+    """True on the days with every required field: the others are missing days. On the frame's one
+    float array where it has one (a frame-wide notna() builds a frame per call, and a column at a
+    time costs more than the test: every step asks for each stock)."""
+    try:
+        return ~np.isnan(required_values(bars)).any(axis=1)
+    except (TypeError, ValueError):  # a required column that is not numeric: pandas' own test of each
+        return ~np.logical_or.reduce([pd.isna(bars[name].to_numpy()) for name in REQUIRED])
+
+
+def required_values(bars: pd.DataFrame) -> np.ndarray:
+    """The required fields as one (rows, 5) float64 array: the frame's array, then its columns (one
+    column at a time costs more than the indicators), unless a column is not numeric."""
+    positions = _required_positions(tuple(bars.columns))
+    try:
+        return bars.to_numpy(np.float64)[:, positions]
+    except (TypeError, ValueError):
+        return np.column_stack([bars[name].to_numpy(np.float64) for name in REQUIRED])
+
+
+@lru_cache(maxsize=64)
+def _required_positions(columns: tuple[str, ...]) -> np.ndarray:
+    """Where the required fields sit among a frame's columns (every stock's frame has the same ones,
+    and looking them up costs more than reading them)."""
+    missing = [name for name in REQUIRED if name not in columns]
+    if missing:
+        raise KeyError(f"bars without the required columns {missing}")
+    return np.array([columns.index(name) for name in REQUIRED])
 
 
 @dataclass(frozen=True)

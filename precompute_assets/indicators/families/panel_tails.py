@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from precompute_assets.indicators.families.base import (
     REQUIRED,
     FamilyResult,
     Output,
+    required_values,
 )
 from precompute_assets.indicators.registry import Indicator
 
@@ -56,7 +56,7 @@ def panel_tails(
     for code, first_day in new_from.items():
         bars = bars_by_code[code]
         first_new = int(bars.index.searchsorted(first_day))
-        block = _required_values(bars)
+        block = required_values(bars)
         present = ~np.isnan(block).any(axis=1)  # `valid_rows`, on the one array read here
         valid = np.flatnonzero(present)
         stored = int(np.searchsorted(valid, first_new))
@@ -73,26 +73,6 @@ def panel_tails(
             for tail in tails:
                 left.setdefault(tail.code, []).append(name)
     return result, left
-
-
-def _required_values(bars: pd.DataFrame) -> np.ndarray:
-    """The required fields as one (rows, 5) float64 array: the frame's array, then its columns (one
-    column at a time costs more than the indicators), unless a column is not numeric."""
-    positions = _positions(tuple(bars.columns))
-    try:
-        return bars.to_numpy(np.float64)[:, positions]
-    except (TypeError, ValueError):
-        return np.column_stack([bars[name].to_numpy(np.float64) for name in REQUIRED])
-
-
-@lru_cache(maxsize=64)
-def _positions(columns: tuple[str, ...]) -> np.ndarray:
-    """Where the required fields sit among a frame's columns (every stock's frame has the same ones,
-    and looking them up costs more than reading them)."""
-    missing = [name for name in REQUIRED if name not in columns]
-    if missing:
-        raise KeyError(f"bars without the required columns {missing}")
-    return np.array([columns.index(name) for name in REQUIRED])
 
 
 def _compute_group(

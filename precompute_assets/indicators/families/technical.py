@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import numba
 import numpy as np
 import pandas as pd
 import talib
@@ -222,18 +223,28 @@ def seeded_smooth(x: np.ndarray, seed: float = KDJ_SEED) -> np.ndarray:
         seeded = pd.Series(np.concatenate(([seed], x)))
         smoothed = seeded.ewm(alpha=1 / 3, adjust=False, ignore_na=True).mean().to_numpy()[1:]
         return np.where(np.isnan(x), np.nan, smoothed)
-    out = np.full_like(x, np.nan)
-    weighted = np.full(x.shape[1:], float(seed))
-    old_weight, new_weight = 1.0 - _EWM_ALPHA, _EWM_ALPHA
-    for row, value in enumerate(x):
-        update = ~np.isnan(value) & (weighted != value)  # pandas' guard: a constant series stays exact
-        weighted = np.where(update, (old_weight * weighted + new_weight * value) / (old_weight + new_weight), weighted)
-        out[row] = np.where(np.isnan(value), np.nan, weighted)
-    return out
+    return _seeded_smooth_panel(np.asarray(x, dtype=np.float64), float(seed), 1.0 - _EWM_ALPHA, _EWM_ALPHA)
 
 
 _EWM_ALPHA = 1.0 / (1.0 + (1 - 1 / 3) / (1 / 3))
 """ewm(alpha=1/3)'s weight as pandas' kernel uses it, through the centre of mass com = (1 - alpha) / alpha."""
+
+
+@numba.jit(nopython=True, nogil=True, cache=True)
+def _seeded_smooth_panel(x: np.ndarray, seed: float, old_weight: float, new_weight: float) -> np.ndarray:
+    """`seeded_smooth` of each column: pandas' ewm kernel step by step (a loop, not numpy calls per row:
+    a tail's few stocks made those calls cost more than the arithmetic)."""
+    out = np.full(x.shape, np.nan)
+    for stock in range(x.shape[1]):
+        weighted = seed
+        for row in range(x.shape[0]):
+            value = x[row, stock]
+            if np.isnan(value):
+                continue
+            if weighted != value:  # pandas' guard: a constant series stays exact
+                weighted = (old_weight * weighted + new_weight * value) / (old_weight + new_weight)
+            out[row, stock] = weighted
+    return out
 
 
 @on_panels
