@@ -27,6 +27,8 @@ import pandas as pd
 from precompute_assets.store.bin_file import encode
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, PENDING, StoreLayout
 
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
 
 def align_to_calendar(frame: pd.DataFrame, calendar: pd.DatetimeIndex) -> tuple[int, pd.DataFrame]:
     """Place a stock's rows on the global calendar from its first to its last date.
@@ -160,6 +162,7 @@ def update_stock(
     appended = Appended(directory)
     if appends:
         _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
+        _prefetch_last_pages(directory, {f: files[f][0] for f in appends})
     for field, values in appends.items():
         payload = np.asarray(values, dtype="<f4").tobytes()
         size, crc = files[field]
@@ -191,6 +194,24 @@ def update_stock(
     Path(tmp).write_text(meta_text(merged))
     os.replace(tmp, f"{directory}/{META_FILE}")
     return appended
+
+
+def _prefetch_last_pages(directory: str, sizes: Mapping[str, int]) -> None:
+    """Have the kernel read each file's last page now, all of them at once.
+
+    Appending a few bytes to a file whose last page is not in memory waits for that page to be read
+    from disk; one file after another, that wait is most of an append (the page cache of a store
+    updated once a day is cold). Asked for together, the reads overlap. A file that cannot be opened
+    is left to the append, which names it."""
+    for field, size in sizes.items():
+        try:
+            handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(handle, size - size % PAGE_BYTES, PAGE_BYTES, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(handle)
 
 
 def _check_sizes(directory: str, sizes: Mapping[str, int]) -> None:
