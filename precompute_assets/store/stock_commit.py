@@ -28,6 +28,8 @@ from precompute_assets.store.bin_file import encode
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, PENDING, StoreLayout
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+OPEN_AT_ONCE = 64
+"""Files a stock's append holds open at once (its writer threads stay far below the open-file limit)."""
 
 
 def align_to_calendar(frame: pd.DataFrame, calendar: pd.DatetimeIndex) -> tuple[int, pd.DataFrame]:
@@ -162,27 +164,9 @@ def update_stock(
     appended = Appended(directory)
     if appends:
         _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
-        _prefetch_last_pages(directory, {f: files[f][0] for f in appends})
-    for field, values in appends.items():
-        payload = np.asarray(values, dtype="<f4").tobytes()
-        size, crc = files[field]
-        # os-level calls: a daily update appends to every column of every stock, a quarter of a
-        # million files at full-market scale, and buffered file objects cost ten times the write
-        try:
-            handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
-        try:
-            if os.write(handle, payload) != len(payload):
-                raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
-            after = os.fstat(handle)
-        finally:
-            os.close(handle)
-        if after.st_size != size + len(payload):
-            found = after.st_size - len(payload)
-            raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
-        appended.fields[field] = (size, after.st_mtime_ns, payload)
-        files[field] = [size + len(payload), zlib.crc32(payload, crc)]
+    fields = list(appends)
+    for at in range(0, len(fields), OPEN_AT_ONCE):
+        _append_batch(directory, {f: appends[f] for f in fields[at : at + OPEN_AT_ONCE]}, files, appended)
     for field, values in replacements.items():
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
         tmp = f"{directory}/.{field}.{uuid.uuid4().hex}.tmp"
@@ -196,21 +180,38 @@ def update_stock(
     return appended
 
 
-def _prefetch_last_pages(directory: str, sizes: Mapping[str, int]) -> None:
-    """Have the kernel read each file's last page now, all of them at once.
+def _append_batch(
+    directory: str, appends: Mapping[str, np.ndarray], files: dict[str, list[int]], appended: Appended
+) -> None:
+    """Append each field's values to its file, updating `files` (size, crc32) and `appended`.
 
-    Appending a few bytes to a file whose last page is not in memory waits for that page to be read
-    from disk; one file after another, that wait is most of an append (the page cache of a store
-    updated once a day is cold). Asked for together, the reads overlap. A file that cannot be opened
-    is left to the append, which names it."""
-    for field, size in sizes.items():
-        try:
-            handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.posix_fadvise(handle, size - size % PAGE_BYTES, PAGE_BYTES, os.POSIX_FADV_WILLNEED)
-        finally:
+    The files are opened first and their last pages asked for all at once: appending a few bytes to
+    a file whose last page is not in memory waits for that page to be read from disk, and one file
+    after another that wait is most of an append (the page cache of a store updated once a day is
+    cold); asked for together, the reads overlap. os-level calls throughout: a daily update appends to
+    every column of every stock, and buffered file objects cost ten times the write.
+    """
+    handles: dict[str, int] = {}
+    try:
+        for field in appends:
+            try:
+                handles[field] = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
+            size = files[field][0]
+            os.posix_fadvise(handles[field], size - size % PAGE_BYTES, PAGE_BYTES, os.POSIX_FADV_WILLNEED)
+        for field, values in appends.items():
+            payload = np.asarray(values, dtype="<f4").tobytes()
+            size, crc = files[field]
+            if os.write(handles[field], payload) != len(payload):
+                raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
+            after = os.fstat(handles[field])
+            if after.st_size != size + len(payload):
+                raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {after.st_size - len(payload)}")
+            appended.fields[field] = (size, after.st_mtime_ns, payload)
+            files[field] = [size + len(payload), zlib.crc32(payload, crc)]
+    finally:
+        for handle in handles.values():
             os.close(handle)
 
 
