@@ -278,14 +278,14 @@ def drop_page_cache() -> bool:
     return True
 
 
-def io_floor(store: Path, inputs: list[Path], processes: int = 2) -> dict[str, float]:
+def io_floor(store: Path, inputs: list[Path], processes: int = 2, cold: bool = True) -> dict[str, float]:
     """The update's I/O floor on this store: one read of every changed input file, then one 4-byte
     append to every bin file of every stock, each on `processes` processes (started beforehand).
 
-    Measured twice: from an empty page cache, as the update starts (`seconds`), and again at once with
-    every page just touched (`warm_seconds`). The appends are undone after each pass, outside the
-    timing (each file truncated to its size and given back its modification time), so the store stays
-    valid and its backups keep trusting it."""
+    Measured twice: from an empty page cache as the update started (`seconds`; `cold=False` keeps the
+    cache as it is), and again at once with every page just touched (`warm_seconds`). The appends are
+    undone after each pass, outside the timing (each file truncated to its size and given back its
+    modification time), so the store stays valid and its backups keep trusting it."""
     from multiprocessing import get_context
 
     bins: list[tuple[str, int, int, int]] = []
@@ -302,7 +302,7 @@ def io_floor(store: Path, inputs: list[Path], processes: int = 2) -> dict[str, f
     with get_context("fork").Pool(processes) as pool:
         pool.map(abs, range(processes))  # the workers are up before the clock starts
         for prefix in ("", "warm_"):
-            floor["cold_cache"] = drop_page_cache() if not prefix else floor["cold_cache"]
+            floor["cold_cache"] = cold and drop_page_cache() if not prefix else floor["cold_cache"]
             started = time.perf_counter()
             floor["input_bytes"] = sum(pool.map(_read_files, _halves([str(p) for p in inputs], processes)))
             floor[f"{prefix}read_seconds"] = round(time.perf_counter() - started, 2)
@@ -353,6 +353,11 @@ def main() -> None:
         "the workdir first (kept there for another --reuse of the workdir itself): times the update only",
     )
     parser.add_argument("--no-reads", action="store_true", help="skip the reads and backtests")
+    parser.add_argument(
+        "--keep-page-cache",
+        action="store_true",
+        help="do not empty the machine's page cache before the update and the floor (it slows other work on it)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "full_market.json")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_full_market_"))
@@ -420,11 +425,11 @@ def main() -> None:
     if full_seconds is not None:  # the build had every day but the new one
         results["full_build"]["stock_days_per_second"] = round(len(inputs) * (days - 1) / full_seconds)
 
-    cold = drop_page_cache()  # an evening's update finds yesterday's store on disk, not in memory
+    cold = not args.keep_page_cache and drop_page_cache()  # an evening's update finds yesterday's store on disk
     mark, load = time.time(), os.getloadavg()
     update_seconds, update_peak, output = make_run(env)
     timeline = run_timeline(home, mark, mark)
-    floor = io_floor(store, inputs)  # every input changed: each stock has a new day
+    floor = io_floor(store, inputs, cold=cold)  # every input changed: each stock has a new day
     update = {
         "seconds": round(update_seconds, 1),
         "cold_cache": cold,
