@@ -28,6 +28,7 @@ def test_full_market_harness_small_mode(tmp_path):
             "4",
             "--json",
             str(out),
+            "--keep-page-cache",
         ],
         cwd=ROOT,
         capture_output=True,

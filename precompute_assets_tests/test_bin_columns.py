@@ -5,12 +5,15 @@ past the probed rows, and instrument spans that cut a stock's rows."""
 
 from __future__ import annotations
 
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from precompute_assets.store.bin_checksums import check_files
 from precompute_assets.store.bin_columns import MISSING, Paths, read_into_grid, read_into_rows
 from precompute_assets.store.calendar import write_calendar
 from precompute_assets.store.layout import StoreLayout
@@ -116,3 +119,24 @@ def test_panel_and_grid_match_numpy_reads_of_a_store(tmp_path: Path) -> None:
             for d, v in _numpy_window(layout.features_dir / code.lower() / f"{name}.day.bin", 2, 38).items():
                 column[d - 2] = v
             np.testing.assert_array_equal(grid.values[k][:, j], column)
+
+
+def test_sizes_and_continued_crc32s_of_many_files_are_zlibs(tmp_path):
+    rng = np.random.default_rng(7)
+    paths, expected, offsets, before, wanted = [], [], [], [], []
+    for i in range(150):  # more files than are opened at once
+        data = rng.bytes(int(rng.integers(0, 12_000)))
+        path = tmp_path / f"f{i}.day.bin"
+        path.write_bytes(data)
+        offset = int(rng.integers(0, len(data) + 1))
+        wrong_size = i % 9 == 0
+        paths.append(str(path))
+        expected.append(len(data) + 4 if wrong_size else len(data))
+        offsets.append(offset)
+        before.append(zlib.crc32(data[:offset]))
+        wanted.append(-1 if wrong_size else zlib.crc32(data[offset:], before[-1]))
+    paths.append(str(tmp_path / "missing.day.bin"))
+    expected.append(4), offsets.append(0), before.append(0), wanted.append(-1)
+    checked = check_files(Paths.of(paths), np.array(expected), np.array(offsets), np.array(before))
+    assert checked.crc.tolist() == wanted
+    assert checked.size.tolist() == [os.path.getsize(p) for p in paths[:-1]] + [MISSING]

@@ -9,6 +9,7 @@ from conftest import CSI300, build_store, copy_inputs
 
 from precompute_assets.build import intermediates
 from precompute_assets.build.bucket_state import stale_reason
+from precompute_assets.build.bucket_writer import _dates_within
 from precompute_assets.build.pipeline import bucket_input_versions, build_calendar
 from precompute_assets.store import stock_commit
 from precompute_assets.store.calendar import read_calendar, read_working_calendar
@@ -126,3 +127,20 @@ def test_intermediates_keep_dtypes_and_store_one_nan(tmp_path):
     canonical = np.array(np.nan, dtype=np.float32).view(np.uint32)
     values = intermediates.read_frames(tmp_path / "family.arrow")["SH600000"].to_numpy()
     assert set(values[np.isnan(values)].view(np.uint32).tolist()) == {int(canonical)}
+
+
+def test_a_family_frame_with_a_date_outside_the_bars_is_found_as_pandas_finds_it():
+    bars = pd.DatetimeIndex(pd.bdate_range("2020-01-01", periods=300))
+    cases = [
+        bars[-5:],
+        bars[-5:].as_unit("ms"),  # the intermediates' frames may come back in another unit
+        bars[:0],
+        bars,
+        pd.DatetimeIndex(["2019-12-31"]),
+        pd.DatetimeIndex([bars[-1] + pd.Timedelta(days=1)]).as_unit("s"),
+        pd.DatetimeIndex(["2020-01-04"]),  # a Saturday, between two bars
+        bars[:0].append(pd.DatetimeIndex([bars[3], pd.Timestamp("2020-01-05")])),
+    ]
+    for dates in cases:
+        assert _dates_within(dates, bars) == bool(dates.isin(bars).all()), list(dates[:3])
+    assert not _dates_within(bars[:2], bars[:0])

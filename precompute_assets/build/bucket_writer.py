@@ -65,7 +65,7 @@ def write_stock(
         unknown = [c for c in frame.columns if c not in names]
         if unknown:
             raise ValueError(f"{code}: {family} returned unregistered columns {unknown}")
-        if not frame.index.isin(bars.index).all():
+        if not _dates_within(frame.index, bars.index):
             raise ValueError(f"{code}: {family} rows do not match the bars' dates")
     expected = [i.name for i in registry.all()]
     meta = {
@@ -165,6 +165,16 @@ def _update(
     appended = update_stock(layout, code, appends, replacements, meta, current)
     before = {f: tuple(current["files"][f]) for f in appends if f not in replacements}
     return new_rows, WrittenStock(current["rows"] if not replacements else 0, before), appended
+
+
+def _dates_within(dates: pd.DatetimeIndex, within: pd.DatetimeIndex) -> bool:
+    """Whether every date of `dates` is one of `within` (sorted and unique, as the bars' dates are):
+    a binary search per date, where `Index.isin` hashes the stock's whole history for a tail of days."""
+    if within.is_monotonic_increasing and within.is_unique:
+        keys, known = dates.as_unit(within.unit).asi8, within.asi8  # the family frames' unit may differ
+        at = np.searchsorted(known, keys).clip(0, max(len(known) - 1, 0))
+        return bool(len(known) and (known[at] == keys).all()) or not len(keys)
+    return bool(dates.isin(within).all())
 
 
 def _aliases(registry: Registry, written: Mapping[str, object], skip: frozenset[str] = frozenset()) -> list[Indicator]:

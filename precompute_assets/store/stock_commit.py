@@ -27,6 +27,10 @@ import pandas as pd
 from precompute_assets.store.bin_file import encode
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, PENDING, StoreLayout
 
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+OPEN_AT_ONCE = 64
+"""Files a stock's append holds open at once (its writer threads stay far below the open-file limit)."""
+
 
 def align_to_calendar(frame: pd.DataFrame, calendar: pd.DatetimeIndex) -> tuple[int, pd.DataFrame]:
     """Place a stock's rows on the global calendar from its first to its last date.
@@ -160,26 +164,9 @@ def update_stock(
     appended = Appended(directory)
     if appends:
         _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
-    for field, values in appends.items():
-        payload = np.asarray(values, dtype="<f4").tobytes()
-        size, crc = files[field]
-        # os-level calls: a daily update appends to every column of every stock, a quarter of a
-        # million files at full-market scale, and buffered file objects cost ten times the write
-        try:
-            handle = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
-        try:
-            if os.write(handle, payload) != len(payload):
-                raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
-            after = os.fstat(handle)
-        finally:
-            os.close(handle)
-        if after.st_size != size + len(payload):
-            found = after.st_size - len(payload)
-            raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
-        appended.fields[field] = (size, after.st_mtime_ns, payload)
-        files[field] = [size + len(payload), zlib.crc32(payload, crc)]
+    fields = list(appends)
+    for at in range(0, len(fields), OPEN_AT_ONCE):
+        _append_batch(directory, {f: appends[f] for f in fields[at : at + OPEN_AT_ONCE]}, files, appended)
     for field, values in replacements.items():
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
         tmp = f"{directory}/.{field}.{uuid.uuid4().hex}.tmp"
@@ -191,6 +178,41 @@ def update_stock(
     Path(tmp).write_text(meta_text(merged))
     os.replace(tmp, f"{directory}/{META_FILE}")
     return appended
+
+
+def _append_batch(
+    directory: str, appends: Mapping[str, np.ndarray], files: dict[str, list[int]], appended: Appended
+) -> None:
+    """Append each field's values to its file, updating `files` (size, crc32) and `appended`.
+
+    The files are opened first and their last pages asked for all at once: appending a few bytes to
+    a file whose last page is not in memory waits for that page to be read from disk, and one file
+    after another that wait is most of an append (the page cache of a store updated once a day is
+    cold); asked for together, the reads overlap. os-level calls throughout: a daily update appends to
+    every column of every stock, and buffered file objects cost ten times the write.
+    """
+    handles: dict[str, int] = {}
+    try:
+        for field in appends:
+            try:
+                handles[field] = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
+            size = files[field][0]
+            os.posix_fadvise(handles[field], size - size % PAGE_BYTES, PAGE_BYTES, os.POSIX_FADV_WILLNEED)
+        for field, values in appends.items():
+            payload = np.asarray(values, dtype="<f4").tobytes()
+            size, crc = files[field]
+            if os.write(handles[field], payload) != len(payload):
+                raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
+            after = os.fstat(handles[field])
+            if after.st_size != size + len(payload):
+                raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {after.st_size - len(payload)}")
+            appended.fields[field] = (size, after.st_mtime_ns, payload)
+            files[field] = [size + len(payload), zlib.crc32(payload, crc)]
+    finally:
+        for handle in handles.values():
+            os.close(handle)
 
 
 def _check_sizes(directory: str, sizes: Mapping[str, int]) -> None:

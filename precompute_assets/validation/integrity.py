@@ -13,7 +13,6 @@ per stock for all that is whole (`files_checked` counts every item inspected).
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -21,6 +20,8 @@ import pandas as pd
 
 from precompute_assets.build.written import WrittenStock
 from precompute_assets.settings import Settings
+from precompute_assets.store.bin_checksums import check_files
+from precompute_assets.store.bin_columns import MISSING, Paths
 from precompute_assets.store.calendar import history_inserted, read_calendar, read_working_calendar
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, StoreLayout
 from precompute_assets.store.stock_commit import bin_entries, read_stock_meta
@@ -111,10 +112,12 @@ def inspect_stock(
         entries = bin_entries(layout, code)
     except (FileNotFoundError, NotADirectoryError):
         entries = {}
-    findings = [
-        _inspect_file(code, name, recorded, entries.get(name.lower()), verify_crc, (appended or {}).get(name))
-        for name, recorded in meta["files"].items()
-    ]
+    if verify_crc:
+        findings = _verify_files(code, meta["files"], entries, appended or {})
+    else:
+        findings = [
+            _inspect_size(code, name, recorded, entries.get(name.lower())) for name, recorded in meta["files"].items()
+        ]
     for entry in sorted((e for name, e in entries.items() if name not in meta["files"]), key=lambda e: e.name):
         findings.append(Finding(code, entry.name[: -len(BIN_SUFFIX)], ("listed",), f"{entry.stat().st_size} bytes"))
     for label, dates in calendars.labelled(pending=layout.pending and layout.pending_link(code).is_symlink()).items():
@@ -174,48 +177,48 @@ def _inspect_bucket(scope: BucketScope, calendars: StoreCalendars) -> Inspection
     return Inspection(scope.name, {"files": pd.DataFrame(rows, columns=[CODE, COLUMN, *FLAGS, "detail"])}, checked)
 
 
-def _inspect_file(
-    code: str,
-    name: str,
-    recorded: list[int],
-    entry: os.DirEntry | None,
-    verify_crc: bool,
-    before: tuple[int, int] | None = None,
-) -> Finding:
-    size, crc = recorded
-    before_size, before_crc = before if before is not None and before[0] <= size else (0, 0)
-    found = _size_and_bytes(entry, verify_crc, size, before_size)
-    if found is None:
-        return Finding(code, name, ("exists",), f"{name.lower()}{BIN_SUFFIX}")
-    actual, data = found
-    if actual != size:
-        return Finding(code, name, ("size_ok",), f"recorded {size} bytes, found {actual}")
-    if verify_crc and zlib.crc32(data, before_crc) != crc:
-        where = f"bytes {before_size}-{actual} appended by this run" if before_size else f"{actual} bytes"
-        return Finding(code, name, ("crc_ok",), where)
-    return Finding(code, name)
+def _verify_files(
+    code: str, recorded: Mapping[str, list[int]], entries: Mapping[str, os.DirEntry], appended: Mapping[str, tuple]
+) -> list[Finding]:
+    """Each recorded file's size and crc32, all of a stock's files in one compiled pass: a file a run
+    appended to is verified by its appended bytes alone (`appended`: its size and crc32 before), its
+    recorded crc32 continuing the one before over them."""
+    listed = [name for name in recorded if name.lower() in entries]
+    expected, offsets, before = [], [], []
+    for name in listed:
+        size = recorded[name][0]
+        start, crc = appended[name] if name in appended and appended[name][0] <= size else (0, 0)
+        expected.append(size)
+        offsets.append(start)
+        before.append(crc)
+    checked = check_files(Paths.of([entries[name.lower()].path for name in listed]), expected, offsets, before)
+    found = dict(zip(listed, zip(checked.size.tolist(), checked.crc.tolist(), offsets, strict=True), strict=True))
+    findings = []
+    for name, (size, crc) in recorded.items():
+        actual, actual_crc, start = found.get(name, (MISSING, -1, 0))
+        if actual == MISSING:
+            findings.append(Finding(code, name, ("exists",), f"{name.lower()}{BIN_SUFFIX}"))
+        elif actual != size:
+            findings.append(Finding(code, name, ("size_ok",), f"recorded {size} bytes, found {actual}"))
+        elif actual_crc != crc:
+            where = f"bytes {start}-{actual} appended by this run" if start else f"{actual} bytes"
+            findings.append(Finding(code, name, ("crc_ok",), where))
+        else:
+            findings.append(Finding(code, name))
+    return findings
 
 
-def _size_and_bytes(entry: os.DirEntry | None, read: bool, expected: int, start: int = 0) -> tuple[int, bytes] | None:
-    """A listed file's size and, when `read` and the size is `expected`, its bytes from `start`; None
-    when it is not there.
-
-    Reading takes one open, one fstat and one read on a string path: per-file pathlib paths, a stat
-    by path and a buffered open cost several times the read and the crc32 themselves.
-    """
-    if entry is None:
-        return None
+def _inspect_size(code: str, name: str, recorded: list[int], entry: os.DirEntry | None) -> Finding:
+    """A file's size against the recorded one (the cheap check, no read)."""
     try:
-        if not read:
-            return entry.stat().st_size, b""
-        fd = os.open(entry.path, os.O_RDONLY)
-        try:
-            actual = os.fstat(fd).st_size
-            return actual, (os.pread(fd, actual - start, start) if actual == expected else b"")
-        finally:
-            os.close(fd)
+        actual = entry.stat().st_size if entry is not None else None
     except FileNotFoundError:  # a dangling link
-        return None
+        actual = None
+    if actual is None:
+        return Finding(code, name, ("exists",), f"{name.lower()}{BIN_SUFFIX}")
+    if actual != recorded[0]:
+        return Finding(code, name, ("size_ok",), f"recorded {recorded[0]} bytes, found {actual}")
+    return Finding(code, name)
 
 
 def _inspect_calendar(code: str, meta: dict, label: str, calendar: pd.DatetimeIndex, pending_tail: bool) -> Finding:
