@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cold_appends import last_pages_first, put_back  # noqa: E402
 from precompute_assets.indicators.catalog import load_registry  # noqa: E402
 from precompute_assets.indicators.registry import FAMILIES  # noqa: E402
 from precompute_assets.input.parquet import scan_folder  # noqa: E402
@@ -234,33 +235,14 @@ def _read_files(paths: list[str]) -> int:
     return total
 
 
-FOUR_BYTES = b"\x00\x00\xc0\x7f"  # a float32 NaN
-PAGE = os.sysconf("SC_PAGE_SIZE")
-PREFETCH_BATCH = 256
-
-
 def _append_four_bytes(bins: list[tuple[str, int, int, int]]) -> int:
-    """The appends at their best on a cold page cache: the last pages of a batch of files asked for at
-    once (as the store step does), then one open/write/close per file."""
-    for at in range(0, len(bins), PREFETCH_BATCH):
-        batch = bins[at : at + PREFETCH_BATCH]
-        for path, size, _atime, _mtime in batch:
-            fd = os.open(path, os.O_RDONLY)
-            os.posix_fadvise(fd, size - size % PAGE, PAGE, os.POSIX_FADV_WILLNEED)
-            os.close(fd)
-        for path, *_ in batch:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, FOUR_BYTES)
-            finally:
-                os.close(fd)
+    """The appends at their best on a cold page cache, as the store step makes them."""
+    last_pages_first(bins)
     return len(bins)
 
 
 def _put_back(entries: list[tuple[str, int, int, int]]) -> None:
-    for path, size, atime, mtime in entries:
-        os.truncate(path, size)
-        os.utime(path, ns=(atime, mtime))
+    put_back([entries])
 
 
 def _halves(items: list, parts: int) -> list[list]:
