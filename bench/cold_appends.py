@@ -71,9 +71,15 @@ def put_back(stocks: list[Stock]) -> None:
             os.utime(path, ns=(atime, mtime))
 
 
-def empty_page_cache(pages_only: bool) -> None:
+def drop_page_cache(pages_only: bool = False) -> bool:
+    """Write everything out and empty the page cache (and the inode cache, unless `pages_only`); False
+    where the kernel does not allow it (not root)."""
     os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("1\n" if pages_only else "3\n")
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n" if pages_only else "3\n")
+    except OSError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -88,7 +94,8 @@ def main() -> None:
     results = []
     for threads in args.threads:
         for name, append in (("plain", plain), ("last pages first", last_pages_first)):
-            empty_page_cache(args.pages_only)
+            if not drop_page_cache(args.pages_only):
+                parser.error("emptying the page cache needs root (/proc/sys/vm/drop_caches)")
             started = time.perf_counter()
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(append, stocks))

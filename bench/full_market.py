@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cold_appends import last_pages_first, put_back  # noqa: E402
+from bench.cold_appends import drop_page_cache, last_pages_first, put_back  # noqa: E402
 from precompute_assets.indicators.catalog import load_registry  # noqa: E402
 from precompute_assets.indicators.registry import FAMILIES  # noqa: E402
 from precompute_assets.input.parquet import scan_folder  # noqa: E402
@@ -235,29 +235,8 @@ def _read_files(paths: list[str]) -> int:
     return total
 
 
-def _append_four_bytes(bins: list[tuple[str, int, int, int]]) -> int:
-    """The appends at their best on a cold page cache, as the store step makes them."""
-    last_pages_first(bins)
-    return len(bins)
-
-
-def _put_back(entries: list[tuple[str, int, int, int]]) -> None:
-    put_back([entries])
-
-
 def _halves(items: list, parts: int) -> list[list]:
     return [items[i::parts] for i in range(parts)]
-
-
-def drop_page_cache() -> bool:
-    """Write everything out and empty the page cache (root only): what an evening's update meets, as
-    the store was written a day before; False where the kernel does not allow it."""
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return False
-    return True
 
 
 def io_floor(store: Path, inputs: list[Path], processes: int = 2, cold: bool = True) -> dict[str, float]:
@@ -280,18 +259,19 @@ def io_floor(store: Path, inputs: list[Path], processes: int = 2, cold: bool = T
                 if entry.name.endswith(".day.bin"):
                     st = entry.stat()
                     bins.append((entry.path, st.st_size, st.st_atime_ns, st.st_mtime_ns))
+    paths, appended = [str(p) for p in inputs], _halves(bins, processes)
     floor: dict[str, float] = {"input_files": len(inputs), "bin_files": len(bins)}
     with get_context("fork").Pool(processes) as pool:
         pool.map(abs, range(processes))  # the workers are up before the clock starts
-        for prefix in ("", "warm_"):
-            floor["cold_cache"] = cold and drop_page_cache() if not prefix else floor["cold_cache"]
+        floor["cold_cache"] = cold and drop_page_cache()
+        for prefix in ("", "warm_"):  # the second pass finds every page the first one touched
             started = time.perf_counter()
-            floor["input_bytes"] = sum(pool.map(_read_files, _halves([str(p) for p in inputs], processes)))
+            floor["input_bytes"] = sum(pool.map(_read_files, _halves(paths, processes)))
             floor[f"{prefix}read_seconds"] = round(time.perf_counter() - started, 2)
             started = time.perf_counter()
-            pool.map(_append_four_bytes, _halves(bins, processes))
+            pool.map(last_pages_first, appended)  # as the store step appends
             floor[f"{prefix}append_seconds"] = round(time.perf_counter() - started, 2)
-            pool.map(_put_back, _halves(bins, processes))
+            pool.map(put_back, [[half] for half in appended])
             floor[f"{prefix}seconds"] = round(floor[f"{prefix}read_seconds"] + floor[f"{prefix}append_seconds"], 2)
     return floor
 

@@ -170,11 +170,13 @@ def _update(
 def _dates_within(dates: pd.DatetimeIndex, within: pd.DatetimeIndex) -> bool:
     """Whether every date of `dates` is one of `within` (sorted and unique, as the bars' dates are):
     a binary search per date, where `Index.isin` hashes the stock's whole history for a tail of days."""
-    if within.is_monotonic_increasing and within.is_unique:
-        keys, known = dates.as_unit(within.unit).asi8, within.asi8  # the family frames' unit may differ
-        at = np.searchsorted(known, keys).clip(0, max(len(known) - 1, 0))
-        return bool(len(known) and (known[at] == keys).all()) or not len(keys)
-    return bool(dates.isin(within).all())
+    if not within.is_monotonic_increasing or not within.is_unique:
+        return bool(dates.isin(within).all())
+    if not len(dates) or not len(within):
+        return not len(dates)
+    keys, known = dates.as_unit(within.unit).asi8, within.asi8  # the family frames' unit may differ
+    at = np.searchsorted(known, keys).clip(max=len(known) - 1)
+    return bool((known[at] == keys).all())
 
 
 def _aliases(registry: Registry, written: Mapping[str, object], skip: frozenset[str] = frozenset()) -> list[Indicator]:

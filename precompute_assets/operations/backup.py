@@ -99,8 +99,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         with ProcessPoolExecutor(BACKUP_PROCESSES, mp_context=get_context("fork")) as pool:
             jobs = [pool.submit(_backup_share, settings, staging, share, previous, name) for share in shares if share]
             for job in jobs:
-                for key, value in job.result().__dict__.items():
-                    setattr(written, key, getattr(written, key) + value)
+                written.add(job.result())
         shared_bytes = sum(tree_bytes(p) for p in shared_entries(staging))
         written.new_bytes += shared_bytes
         written.bytes += shared_bytes
@@ -189,8 +188,7 @@ def _backup_share(
             codes,
         )
         for done in backed_up:
-            for key, value in done.__dict__.items():
-                setattr(written, key, getattr(written, key) + value)
+            written.add(done)
     finally:  # a damaged stock fails the backup: the stocks not started yet are not backed up
         pool.shutdown(wait=True, cancel_futures=True)
     return written

@@ -99,6 +99,11 @@ class StockBackup:
     fed: int = 0
     """Appended fields whose new bytes came from the store step's record, not from reading the file."""
 
+    def add(self, other: StockBackup) -> None:
+        """Count `other`'s bytes and fields in these (a backup's totals over its stocks)."""
+        for key, value in other.__dict__.items():
+            setattr(self, key, getattr(self, key) + value)
+
 
 def backup_stock(
     version_dir: Path, target: Path, previous: Path | None, pack_name: str, appended: Appended | None = None
