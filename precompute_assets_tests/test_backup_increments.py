@@ -14,6 +14,8 @@ from conftest import CSI300, require_refdata, run_pipeline
 
 from precompute_assets.operations import backup
 from precompute_assets.operations.backup import create_backup, kept_backups_disk_bytes, list_backups, prune_backups
+from precompute_assets.operations.backup_area import BackupArea
+from precompute_assets.operations.backup_increments import StockRecord
 from precompute_assets.operations.config import OperationsConfig
 from precompute_assets.operations.restore import RestoreError, restore_backup
 from precompute_assets.operations.store_copy import NOT_COPIED, is_temporary
@@ -60,6 +62,22 @@ def store_disk_bytes(root: Path) -> int:
     return disk_bytes([*shared, *(p.resolve() for p in layout.features_dir.iterdir())])
 
 
+def stored_files(area: Path) -> set[Path]:
+    """The field files and packs the backups hold (their own or inherited from pruned ones)."""
+    return {p for p in area.rglob("*") if p.name.endswith((".bin", ".pack")) or p.suffix == ".base"}
+
+
+def referenced_files(area: Path) -> set[Path]:
+    """The files the complete backups' records read, located as a restore locates them."""
+    located = BackupArea(area)
+    return {
+        located.stock_folder(holder, folder.name) / name
+        for info in list_backups(OperationsConfig(area))
+        for folder in (info.path / "features").iterdir()
+        for holder, name in StockRecord.read(folder).files()
+    }
+
+
 def assert_same_files(found: dict[str, bytes], expected: dict[str, bytes], what: str) -> None:
     assert sorted(found) == sorted(expected), what
     different = [name for name in expected if found[name] != expected[name]]
@@ -89,6 +107,12 @@ def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_
     assert read_json(backups[0].path / "backup.json")["fields"]["copied"] == files
     for later in backups[1:]:  # an update's backup stores the appended values, a small share of the full one
         assert read_json(later.path / "backup.json")["fields"] == {"linked": 0, "appended": files, "copied": 0}
+        for code in codes:  # in three files per stock: the rest is referenced where earlier backups hold it
+            assert sorted(os.listdir(later.path / "features" / code.lower())) == [
+                "_backup.json",
+                "_stock.json",
+                f"tail-{later.name}.pack",
+            ]
         assert later.new_bytes < backups[0].new_bytes / 20, later
         # taken from the store step's record of what it appended, not read from the store again
         assert read_json(later.path / "backup.json")["appended_from_record"] == files
@@ -126,9 +150,11 @@ def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_
         restore_backup(settings, config, info.name)
         assert_same_files(tree(settings.qlib_data_path), tree(copies[info.name]), f"restored {info.name}")
 
-    # Pruning the full backup (every later one shares its files) leaves the rest whole.
+    # Pruning the full backup (every later one shares its files) leaves the rest whole, and keeps only
+    # the files they reference.
     pruned = prune_backups(OperationsConfig(config.backup_path, keep_backups=2))
     assert pruned == [b.path for b in backups[:2]]
+    assert stored_files(config.backup_path) == referenced_files(config.backup_path)
     for info in list_backups(config):
         restore_backup(settings, config, info.name)
         assert_same_files(tree(settings.qlib_data_path), tree(copies[info.name]), f"restored {info.name}")

@@ -159,6 +159,8 @@ def test_cleanup_removes_only_what_is_past_its_retention(store, config):
     assert_same_values(store.qlib_data_path, original)
     assert validate_integrity(store, None).passed
     assert [r.path for r in cleanup(store, config).removed] == [kept[-1]]  # once its bucket is released
+    restore_backup(store, config, "latest")  # it referenced the removed backup's files: they were handed over
+    assert_same_values(store.qlib_data_path, original)
 
 
 def test_the_disk_guard_refuses_before_writing_anything(store, config, monkeypatch):

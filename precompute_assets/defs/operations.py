@@ -61,7 +61,7 @@ def operations_config(precompute: PrecomputeSettings, backup_path: str = "", kee
     deps=[store_manifest],
     group_name="operations",
     description="A verified backup of the store under PRECOMPUTE_BACKUP_PATH (default QLIB_DATA_PATH/../backups), "
-    "storing what changed since the previous one (hard links plus appended values); the newest "
+    "storing what changed since the previous one (references to earlier backups plus appended values); the newest "
     "PRECOMPUTE_BACKUP_KEEP are kept. Refused while a store check fails for any bucket.",
 )
 def store_backup(

@@ -1,8 +1,9 @@
 """Backups: a verified copy of the store's current versions under `<backup path>/<UTC timestamp>/`.
 
 A backup stores what changed since the previous one (`backup_increments`): a field the previous
-backup holds is a hard link to it, one that grew is linked plus the appended bytes, and only new or
-rewritten fields are copied whole; the first backup, or the one after a fresh build, is a full copy.
+backup holds is referenced where it is, one that grew is referenced plus the appended bytes, and only
+new or rewritten fields are copied whole; the first backup, or the one after a fresh build, is a full
+copy. Pruning hands what newer backups still reference to the oldest one kept (`backup_area`).
 The backup is built in a hidden `.partial` folder, every stock's content is checked against its
 recorded sizes and checksums, and only then is the folder renamed to its final name: a backup that
 exists is whole. A stock damaged in the store fails the backup (re-materialize its bucket first); a
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from precompute_assets.build.appended import AppendedRecords
 from precompute_assets.build.buckets import bucket_of
+from precompute_assets.operations.backup_area import BackupArea, remove_backup, write_released
 from precompute_assets.operations.backup_increments import StockBackup, StockChanged, backup_stock
 from precompute_assets.operations.config import OperationsConfig
 from precompute_assets.operations.store_copy import copy_shared, shared_entries
@@ -58,7 +60,7 @@ class BackupInfo:
     bytes: int
     data_version: int | None
     new_bytes: int | None = None
-    """Bytes this backup wrote (the rest are hard links to the previous one); None for older backups."""
+    """Bytes this backup wrote (the rest it references in earlier ones); None for older backups."""
     previous: str | None = None
 
     @classmethod
@@ -91,7 +93,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
     name, staging = _claim_name(config.backup_path, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     try:
         copy_shared(layout.root, staging)
-        written = StockBackup()
+        written, released = StockBackup(), {}
         # Processes, one per core: a stock's backup is mostly Python (its records, a few hundred
         # fields) between system calls, so threads of one process wait for its GIL. Forked, they
         # start at once with what this process has imported; each takes every other stock.
@@ -99,7 +101,10 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         with ProcessPoolExecutor(BACKUP_PROCESSES, mp_context=get_context("fork")) as pool:
             jobs = [pool.submit(_backup_share, settings, staging, share, previous, name) for share in shares if share]
             for job in jobs:
-                written.add(job.result())
+                totals, share_released = job.result()
+                written.add(totals)
+                released.update(share_released)
+        write_released(staging, released)
         shared_bytes = sum(tree_bytes(p) for p in shared_entries(staging))
         written.new_bytes += shared_bytes
         written.bytes += shared_bytes
@@ -149,18 +154,18 @@ def find_backup(config: OperationsConfig, ref: str | Path) -> Path:
 
 
 def prune_backups(config: OperationsConfig) -> list[Path]:
-    """Remove complete backups beyond the newest `keep_backups`; returns what was removed.
+    """Remove complete backups beyond the newest `keep_backups`, oldest first; returns what was removed.
 
-    Backups share files only through hard links, so removing one never takes data from another."""
+    Each hands the files newer backups reference to the next one, so no kept backup loses data."""
     backups = list_backups(config)
     doomed = [b.path for b in backups[: max(len(backups) - config.keep_backups, 0)]]
-    for path in doomed:
-        shutil.rmtree(path)
+    for i, path in enumerate(doomed):
+        remove_backup(path, backups[i + 1].path if i + 1 < len(backups) else None)
     return doomed
 
 
 def kept_backups_disk_bytes(config: OperationsConfig) -> int:
-    """What the complete backups take on disk, each file shared by hard links counted once."""
+    """What the complete backups take on disk, each file counted once (hard links of older backups once)."""
     return disk_bytes([b.path for b in list_backups(config)])
 
 
@@ -172,26 +177,29 @@ def _previous_backup(config: OperationsConfig) -> BackupInfo | None:
 
 def _backup_share(
     settings: Settings, staging: Path, codes: list[str], previous: BackupInfo | None, name: str
-) -> StockBackup:
-    """Back up `codes` into the staging backup, several stocks at once; what they wrote, summed."""
+) -> tuple[StockBackup, dict[str, list[tuple[str, str]]]]:
+    """Back up `codes` into the staging backup, several stocks at once; what they wrote, summed, and
+    per stock what the previous backup referenced and this one does not."""
     layout, target = StoreLayout(settings.qlib_data_path), StoreLayout(staging)
     appended = AppendedRecords(settings.work_path) if previous is not None else None  # nothing to extend otherwise
-    written = StockBackup()
+    area = BackupArea(staging.parent)
+    written, released = StockBackup(), {}
     # Threads within the process: a stock's stats, links and the reads of a cold page cache are waits
     # on the file system that release the GIL, so several stocks at once overlap them (each its own folder)
     pool = ThreadPoolExecutor(BACKUP_THREADS)
     try:
         backed_up = pool.map(
             lambda code: _backup_verified(
-                layout, target, code, settings.batches, previous, name, appended.pop(code) if appended else None
+                layout, target, code, settings.batches, area, previous, name, appended.pop(code) if appended else None
             ),
             codes,
         )
-        for done in backed_up:
+        for code, done in zip(codes, backed_up, strict=True):
             written.add(done)
+            released[code.lower()] = done.released
     finally:  # a damaged stock fails the backup: the stocks not started yet are not backed up
         pool.shutdown(wait=True, cancel_futures=True)
-    return written
+    return written, released
 
 
 def _backup_verified(
@@ -199,20 +207,18 @@ def _backup_verified(
     target: StoreLayout,
     code: str,
     batches: int,
+    area: BackupArea,
     previous: BackupInfo | None,
     name: str,
     appended: Appended | None = None,
 ) -> StockBackup:
-    previous_dir = previous.path / "features" / code.lower() if previous is not None else None
-    if previous_dir is not None and not previous_dir.is_dir():
-        previous_dir = None
     problems: list[str] = []
     for _attempt in range(COPY_ATTEMPTS):
         folder = target.stock_dir(code)
         shutil.rmtree(folder, ignore_errors=True)
         try:
             version = layout.stock_dir(code).resolve(strict=True)
-            return backup_stock(version, folder, previous_dir, name, appended)
+            return backup_stock(version, folder, area, previous.name if previous else None, name, appended)
         except (FileNotFoundError, StockChanged) as exc:  # its version was replaced (and dropped) meanwhile
             problems = [str(exc)]
         except ValueError as exc:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from precompute_assets.operations.backup import list_backups
+from precompute_assets.operations.backup import list_backups, prune_backups
 from precompute_assets.operations.config import OperationsConfig
 from precompute_assets.operations.restore import KEPT_PREFIX, kept_stores
 from precompute_assets.operations.store_copy import is_temporary
@@ -74,8 +74,10 @@ def cleanup(settings: Settings, config: OperationsConfig, *, dry_run: bool = Fal
     report = CleanupReport(dry_run=dry_run)
     for kind, path in candidates:
         report.removed.append(Removal(kind, path, tree_bytes(path) if path.is_dir() else _size(path)))
-        if not dry_run:
+        if not dry_run and kind != "old backup":
             _remove(path)
+    if not dry_run:
+        prune_backups(config)  # each hands what newer backups reference to the next one
     return report
 
 

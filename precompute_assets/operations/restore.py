@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from precompute_assets.operations.backup import find_backup
+from precompute_assets.operations.backup_area import BackupArea
 from precompute_assets.operations.backup_increments import StockRecord, content_problems, stock_contents
 from precompute_assets.operations.config import OperationsConfig
 from precompute_assets.operations.store_copy import copy_shared, copy_stock
@@ -88,13 +89,14 @@ def _rebuild(source: StoreLayout, target: StoreLayout, stamp: str) -> list[str]:
     copy_shared(source.root, target.root)
     target.features_dir.mkdir(parents=True, exist_ok=True)
     codes = stored_codes(source)
+    area = BackupArea(source.root.parent)
     for code in codes:
         version = target.versions_dir / code.lower() / f"restored-{stamp}"
         folder = source.stock_dir(code)
         if StockRecord.read(folder) is None:
             copy_stock(source, code, version)
         else:
-            _meta, files = stock_contents(folder)
+            _meta, files = stock_contents(area, folder)
             version.mkdir(parents=True)
             for name, data in files.items():
                 (version / f"{name}{BIN_SUFFIX}").write_bytes(data)
@@ -123,16 +125,16 @@ def _swap_in(staging: Path, root: Path, kept: Path) -> Path | None:
 
 
 def _damaged(layout: StoreLayout) -> list[str]:
-    calendars = StoreCalendars.read(layout)
-    return [f"{code} {p}" for code in stored_codes(layout) for p in _stock_problems(layout, code, calendars)]
+    calendars, area = StoreCalendars.read(layout), BackupArea(layout.root.parent)
+    return [f"{code} {p}" for code in stored_codes(layout) for p in _stock_problems(layout, area, code, calendars)]
 
 
-def _stock_problems(layout: StoreLayout, code: str, calendars: StoreCalendars) -> list[str]:
+def _stock_problems(layout: StoreLayout, area: BackupArea, code: str, calendars: StoreCalendars) -> list[str]:
     """A plain stock's integrity problems; a backed-up one's content put together and checked."""
     folder = layout.stock_dir(code)
     if StockRecord.read(folder) is None:
         return stock_problems(layout, code, calendars)
     try:
-        return content_problems(*stock_contents(folder))
+        return content_problems(*stock_contents(area, folder))
     except (OSError, ValueError, KeyError) as exc:
         return [f"cannot be put together ({exc})"]

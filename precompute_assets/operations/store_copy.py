@@ -9,10 +9,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from precompute_assets.operations.backup_area import BASES, RELEASED
 from precompute_assets.store.layout import StoreLayout
 
-NOT_COPIED = frozenset({".stock_versions", ".locks", "features", "backup.json"})
-"""Old versions, locks and a backup's own record never travel; `features` is copied stock by stock."""
+NOT_COPIED = frozenset({".stock_versions", ".locks", "features", "backup.json", RELEASED, BASES})
+"""Old versions, locks and a backup's own records and inherited files never travel; `features` is
+copied stock by stock."""
 
 
 def is_temporary(name: str) -> bool:
