@@ -4,6 +4,7 @@ pruning never breaks a newer one, and a crash mid-backup leaves nothing behind."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -168,3 +169,58 @@ def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_
     with pytest.raises(RestoreError, match=f"is damaged, choose another one: {codes[1]} "):
         restore_backup(settings, config, newest.name)
     assert_same_files(tree(settings.qlib_data_path), tree(copies[newest.name]), "the store after a refused restore")
+
+
+def as_format_1(backup: Path) -> None:
+    """Rewrite a backup as the previous release wrote it: every file it uses linked into its own stock
+    folders (a base followed by appended values as `<field>.day.base`), a dict per field in the record."""
+    area = BackupArea(backup.parent)
+    for folder in (backup / "features").iterdir():
+        record = StockRecord.read(folder)
+        fields = {}
+        for i, name in enumerate(record.fields):
+            segments = [[p.name, int(p.offset[i]), int(p.length[i])] for p in record.packs if p.length[i]]
+            base = f"{name}.day.base" if segments else f"{name}.day.bin"
+            source = area.stock_folder(record.holder[i], folder.name) / record.base_file(i)
+            if not (folder / base).exists():
+                os.link(source, folder / base)
+            fields[name] = {
+                "size": int(record.size[i]),
+                "crc": int(record.crc[i]),
+                "base": base,
+                "base_size": int(record.base_size[i]),
+                "segments": segments,
+                "ino": int(record.ino[i]),
+                "mtime_ns": int(record.mtime_ns[i]),
+            }
+        for pack in record.packs:
+            if not (folder / pack.name).exists():
+                os.link(area.stock_folder(pack.holder, folder.name) / pack.name, folder / pack.name)
+        (folder / "_backup.json").write_text(json.dumps({"version": record.version, "fields": fields}))
+    meta = read_json(backup / "backup.json")
+    del meta["holders"]
+    (backup / "backup.json").write_text(json.dumps(meta))
+
+
+def test_backups_of_the_previous_format_restore_and_the_next_backup_builds_on_them(tmp_path):
+    require_refdata()
+    codes = sorted(p.stem for p in CSI300.glob("*.parquet"))[6:8]
+    calendar = pd.DatetimeIndex(sorted(pd.read_parquet(CSI300 / f"{codes[0]}.parquet")["date"]))
+    settings = Settings(tmp_path / "parquet", tmp_path / "qlib_data", BATCHES)
+    config = OperationsConfig(backup_path=tmp_path / "backups", keep_backups=5)
+    copies = {}
+    for day in range(4):
+        write_cut(codes, settings.parquet_data_path, calendar[calendar.get_loc(CUT) + day])
+        run_pipeline(settings)
+        info = create_backup(settings, config)
+        copies[info.name] = store_copy(settings.qlib_data_path, tmp_path / "copies" / info.name)
+        if day < 3:
+            as_format_1(info.path)
+    newest = list_backups(config)[-1]  # built on a format-1 backup: it appended to it, copied nothing
+    assert read_json(newest.path / "backup.json")["fields"]["copied"] == 0
+    pruned = prune_backups(OperationsConfig(config.backup_path, keep_backups=2))
+    assert len(pruned) == 2
+    assert stored_files(config.backup_path) == referenced_files(config.backup_path)
+    for info in list_backups(config):
+        restore_backup(settings, config, info.name)
+        assert_same_files(tree(settings.qlib_data_path), tree(copies[info.name]), f"restored {info.name}")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from precompute_assets.build.appended import AppendedRecords
 from precompute_assets.build.buckets import bucket_of
-from precompute_assets.operations.backup_area import BackupArea, remove_backup, write_released
+from precompute_assets.operations.backup_area import BACKUP_META, BackupArea, remove_backup, write_released
 from precompute_assets.operations.backup_increments import StockBackup, StockChanged, backup_stock
 from precompute_assets.operations.config import OperationsConfig
 from precompute_assets.operations.store_copy import copy_shared, shared_entries
@@ -36,7 +36,6 @@ from precompute_assets.store.manifest import read_json
 from precompute_assets.store.stock_commit import Appended, read_stock_meta, stored_codes
 from precompute_assets.validation.integrity import StoreCalendars
 
-BACKUP_META = "backup.json"
 COPY_ATTEMPTS = 3
 BACKUP_PROCESSES = RUNS_AT_A_TIME
 BACKUP_THREADS = 4
@@ -123,6 +122,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
             "new_bytes": written.new_bytes,
             "fields": {"linked": written.linked, "appended": written.appended, "copied": written.copied},
             "appended_from_record": written.fed,
+            "holders": sorted(written.holders),
         }
         (staging / BACKUP_META).write_text(json.dumps(meta, indent=1))
         final = config.backup_path / name

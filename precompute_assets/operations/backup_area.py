@@ -3,10 +3,11 @@
 A backup's own files are in `<backup>/features/<stock>/`; its records reference files of earlier
 backups by their holder's name. When a backup is pruned, its stock folders, and those it had
 inherited, move to the next backup kept, under `.bases/<holder>/<stock>/`, with one rename each;
-there the files that backup no longer references are deleted: those it released (its
-`released.json`: referenced by its previous backup, not by it), the stocks it does not hold, and the
-pruned backup's own records. A backup takes its references from its previous one, so a file the
-oldest kept backup does not reference, no newer one does.
+there the files that backup no longer references are deleted: the holders it does not read (the
+`holders` of its `backup.json`; a backup without them read only its own folder), the stocks it does
+not hold, the files it released (its `released.json`: referenced by its previous backup, not by it)
+and the pruned backup's own records. A backup takes its references from its previous one, so a file
+the oldest kept backup does not reference, no newer one does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from precompute_assets.store.layout import META_FILE
 
+BACKUP_META = "backup.json"
 RECORD_FILE = "_backup.json"
 BASES = ".bases"
 RELEASED = "released.json"
@@ -69,8 +71,12 @@ def _hand_over(pruned: Path, heir: Path) -> None:
         for held in (pruned / BASES).iterdir():
             if not (bases / held.name).exists():
                 os.rename(held, bases / held.name)
+    holders = set(json.loads((heir / BACKUP_META).read_text()).get("holders", [heir.name]))
     kept = set(os.listdir(heir / "features"))
     for holder in os.listdir(bases):
+        if holder not in holders:
+            shutil.rmtree(bases / holder)
+            continue
         for stock in os.listdir(bases / holder):
             if stock not in kept:
                 shutil.rmtree(bases / holder / stock)

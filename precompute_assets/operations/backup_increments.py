@@ -19,8 +19,12 @@ store step's record of them (`build.appended`) where the file is as that append 
 modification time), else from the file. Anything else (a restored store, a rebuilt stock) is
 compared byte for byte with the previous backup or copied whole and checked.
 
-Packs are merged like a binary counter (a pack is folded into the newer ones once they hold as many
-live bytes), so a stock keeps about log2(days) packs and the appended values are stored about once.
+The record is columnar (a list per attribute, one entry per field, and per pack one offset and length
+per field), so a stock's few hundred fields are carried over, extended and checked as arrays. A
+field's bytes are its base file's first `base_size` bytes, then its run in each pack, oldest first.
+Packs are merged like a binary counter (the newest packs are folded into the new one while they hold
+no more live bytes than it), so a stock keeps about log2(days) packs and the values are stored about
+once.
 """
 
 from __future__ import annotations
@@ -31,16 +35,19 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from precompute_assets.operations.backup_area import RECORD_FILE, BackupArea
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE
 from precompute_assets.store.stock_commit import Appended
 
 FORMAT = 2
-"""Records name each file's holder; format 1 (no `format` key) linked every file into the folder."""
+"""Columnar records naming each file's holder; format 1 (no `format` key) kept a dict per field and
+linked every file it used into its own folder."""
 PACK_PREFIX = "tail-"
 PACK_SUFFIX = ".pack"
-NEW_PACK = ""  # the pack this backup writes, before it has a name on disk
 DEAD_SHARE = 0.5  # a pack whose live bytes fall below this share of its size is rewritten
+INT_COLUMNS = ("size", "crc", "ino", "mtime_ns", "base_size")
 
 
 class StockChanged(Exception):
@@ -48,53 +55,94 @@ class StockChanged(Exception):
 
 
 @dataclass
-class FieldEntry:
-    """One field in a backup: a base file in the folder of backup `holder`, then segments
-    `[pack, offset, length, holder]`, plus the store file's identity when it was backed up (what lets
-    the next backup trust it without reading it)."""
+class Pack:
+    """One pack file of backup `holder` and each field's run in it (`length` 0: none)."""
 
-    size: int
-    crc: int
-    base: str
-    base_size: int
-    holder: str = ""
-    segments: list[list] = field(default_factory=list)
-    ino: int = -1
-    mtime_ns: int = -1
-
-    def files(self) -> set[tuple[str, str]]:
-        """The `(holder, file)` pairs the field's bytes are read from."""
-        return {(self.holder, self.base), *((h, p) for p, _o, _n, h in self.segments)}
+    holder: str
+    name: str
+    offset: np.ndarray
+    length: np.ndarray
 
 
 @dataclass
 class StockRecord:
-    """A stock's `_backup.json`: the store version it came from and how each field is put together."""
+    """A stock's `_backup.json`: the store version it came from and how each field is put together,
+    one array entry per field (`fields`, sorted); `ino` and `mtime_ns` are the store file's identity
+    when it was backed up (what lets the next backup trust it without reading it)."""
 
-    version: str
-    fields: dict[str, FieldEntry]
+    version: str | None
+    fields: list[str]
+    size: np.ndarray
+    crc: np.ndarray
+    ino: np.ndarray
+    mtime_ns: np.ndarray
+    holder: list[str]
+    """The backup whose folder holds each field's base file."""
+    base: list[str]
+    """Each base file's name ("" for `<field>.day.bin`)."""
+    base_size: np.ndarray
+    packs: list[Pack] = field(default_factory=list)
 
-    def write(self, folder: Path) -> None:
-        data = {"format": FORMAT, "version": self.version, "fields": {k: v.__dict__ for k, v in self.fields.items()}}
-        (folder / RECORD_FILE).write_text(json.dumps(data, separators=(",", ":")))
+    def positions(self, names: list[str]) -> np.ndarray:
+        """Where each of `names` is among this record's fields (-1: not there)."""
+        if names == self.fields:
+            return np.arange(len(names))
+        index = {name: i for i, name in enumerate(self.fields)}
+        return np.array([index.get(name, -1) for name in names], dtype=np.int64)
+
+    def base_file(self, i: int) -> str:
+        return self.base[i] or f"{self.fields[i]}{BIN_SUFFIX}"
 
     def files(self) -> set[tuple[str, str]]:
-        return set().union(*(entry.files() for entry in self.fields.values()))
+        """The `(holder, file)` pairs the fields' bytes are read from."""
+        files = {(h, self.base_file(i)) for i, h in enumerate(self.holder)}
+        return files | {(p.holder, p.name) for p in self.packs if p.length.any()}
+
+    def write(self, folder: Path) -> None:
+        data = {
+            "format": FORMAT,
+            "version": self.version,
+            "fields": self.fields,
+            **{key: getattr(self, key).tolist() for key in INT_COLUMNS},
+            "holder": self.holder,
+            "base": self.base,
+            "packs": [[p.holder, p.name, p.offset.tolist(), p.length.tolist()] for p in self.packs],
+        }
+        (folder / RECORD_FILE).write_text(json.dumps(data, separators=(",", ":")))
 
     @classmethod
     def read(cls, folder: Path) -> StockRecord | None:
         """The record of a backup's stock folder (`<backup>/features/<stock>`), None for a plain one
-        (a kept store). A format-1 record's files are all in its own folder."""
+        (a kept store)."""
         try:
             data = json.loads((folder / RECORD_FILE).read_text())
         except FileNotFoundError:
             return None
-        fields = {k: FieldEntry(**v) for k, v in data["fields"].items()}
         if data.get("format", 1) == 1:
-            for entry in fields.values():
-                entry.holder = folder.parents[1].name
-                entry.segments = [[*segment, entry.holder] for segment in entry.segments]
-        return cls(data["version"], fields)
+            return _from_format_1(data, folder.parents[1].name)
+        ints = {key: _ints(data[key]) for key in INT_COLUMNS}
+        packs = [
+            Pack(h, n, np.asarray(o, dtype=np.int64), np.asarray(ln, dtype=np.int64)) for h, n, o, ln in data["packs"]
+        ]
+        return cls(data["version"], data["fields"], **ints, holder=data["holder"], base=data["base"], packs=packs)
+
+
+def _from_format_1(data: dict, backup: str) -> StockRecord:
+    """A format-1 record (a dict per field, segments `[pack, offset, length]`, every file linked into the
+    backup's own folder) as columns; its packs are named by time, so sorted names are oldest first."""
+    names = sorted(data["fields"])
+    entries = [data["fields"][n] for n in names]
+    ints = {key: _ints([e[key] for e in entries]) for key in INT_COLUMNS}
+    packs = []
+    for pack in sorted({s[0] for e in entries for s in e["segments"]}):
+        offset, length = np.zeros(len(names), dtype=np.int64), np.zeros(len(names), dtype=np.int64)
+        for i, entry in enumerate(entries):
+            for name, at, count in entry["segments"]:
+                if name == pack:
+                    offset[i], length[i] = at, count
+        packs.append(Pack(backup, pack, offset, length))
+    base = [e["base"] if e["base"] != f"{n}{BIN_SUFFIX}" else "" for n, e in zip(names, entries, strict=True)]
+    return StockRecord(data["version"], names, **ints, holder=[backup] * len(names), base=base, packs=packs)
 
 
 @dataclass
@@ -111,11 +159,14 @@ class StockBackup:
     """Appended fields whose new bytes came from the store step's record, not from reading the file."""
     released: list[tuple[str, str]] = field(default_factory=list)
     """`(holder, file)` pairs the previous backup referenced for this stock and this one does not."""
+    holders: set[str] = field(default_factory=set)
+    """The backups whose files this one reads."""
 
     def add(self, other: StockBackup) -> None:
         """Count `other`'s bytes and fields in these (a backup's totals over its stocks)."""
         for key in ("bytes", "new_bytes", "linked", "appended", "copied", "fed"):
             setattr(self, key, getattr(self, key) + getattr(other, key))
+        self.holders |= other.holders
 
 
 def backup_stock(
@@ -135,93 +186,190 @@ def backup_stock(
     Raises `StockChanged` when a file no longer matches the `_stock.json` read first (a commit replaced
     the version or a file meanwhile), `ValueError` naming the field when the store's file is damaged.
     """
-    stock = target.name
+    stock, source = target.name, str(version_dir)
     meta_bytes = (version_dir / META_FILE).read_bytes()
-    meta = json.loads(meta_bytes)
-    old_version, old = _previous_fields(area, previous, stock)
-    same_version = old_version == str(version_dir)
-    if appended is not None and appended.directory != str(version_dir):
-        appended = None
+    recorded = json.loads(meta_bytes)["files"]
+    names = sorted(recorded)
+    size, crc = np.array([recorded[n] for n in names], dtype=np.int64).reshape(len(names), 2).T
+    ino, mtime = _identities(version_dir, names, size)
+    old = _previous_record(area, previous, stock)
+    at = old.positions(names) if old is not None else np.full(len(names), -1)
+    known = at >= 0
+    o_size, o_crc = np.full(len(names), -1), np.full(len(names), -1)
+    same_file = np.zeros(len(names), dtype=bool)
+    carried = same_file.copy()
+    if old is not None:
+        o_size[known], o_crc[known] = old.size[at[known]], old.crc[at[known]]
+        if old.version == source:
+            same_file[known] = ino[known] == old.ino[at[known]]
+            carried = same_file & (size == o_size) & (crc == o_crc)
+            carried[known] &= mtime[known] == old.mtime_ns[at[known]]
+
     result = StockBackup()
+    tails: dict[int, bytes] = {}
+    copied: list[int] = []
+    fed = _fed_tails(appended, source, names, o_size, o_crc, size, crc, mtime) if old is not None else {}
+    for i in np.flatnonzero(~carried):
+        path = f"{source}/{names[i]}{BIN_SUFFIX}"
+        tail = None
+        if known[i] and size[i] >= o_size[i] and (same_file[i] or _same_prefix(path, area, stock, old, at[i])):
+            tail = fed.get(i)
+            if tail is None:
+                tail = _read_range(path, o_size[i], size[i] - o_size[i])
+                if len(tail) != size[i] - o_size[i] or zlib.crc32(tail, o_crc[i]) != crc[i]:
+                    tail = None
+            else:
+                result.fed += 1
+        if tail is None:
+            copied.append(i)
+        elif len(tail):
+            tails[i] = tail
     target.mkdir(parents=True)
-    source, folder = str(version_dir), str(target)
-    fields: dict[str, FieldEntry] = {}
-    new_pack = bytearray()
-    with os.scandir(version_dir) as listing:
-        stats = {e.name: e.stat() for e in listing if e.name.endswith(BIN_SUFFIX)}
-    unlisted = sorted(set(stats) - {f"{field_name}{BIN_SUFFIX}" for field_name in meta["files"]})
-    if unlisted:
-        raise ValueError(f"{unlisted[0][: -len(BIN_SUFFIX)]}: bin file not recorded in {META_FILE}")
-    for field_name, (size, crc) in sorted(meta["files"].items()):
-        file_name = f"{field_name}{BIN_SUFFIX}"
-        stat = stats.get(file_name)
-        if stat is None:
-            raise ValueError(f"{field_name}: {file_name} is missing")
-        if stat.st_size != size:  # extended by a crash mid-append, or by a run appending right now
-            raise ValueError(f"{field_name}: recorded {size} bytes, found {stat.st_size}")
-        path = f"{source}/{file_name}"
-        prev = old.get(field_name)
-        entry = None
-        if prev is not None and size >= prev.size:
-            same_file = same_version and stat.st_ino == prev.ino
-            if size == prev.size and crc == prev.crc and same_file and stat.st_mtime_ns == prev.mtime_ns:
-                entry = _carry(prev)
-            elif same_file or _same_prefix(path, area, stock, prev):
-                fed = appended.tail(field_name, prev.size, size, stat.st_mtime_ns) if same_file and appended else None
-                if fed is not None and zlib.crc32(fed, prev.crc) != crc:
-                    fed = None  # not the bytes `_stock.json` records: read what the file holds
-                entry = _extend(path, prev, size, crc, new_pack, fed)
-                result.fed += fed is not None
-        if entry is None:
-            data = _read_range(path, 0, size)
-            if zlib.crc32(data) != crc:
-                raise ValueError(f"{field_name}: {size} bytes, crc32 differs from the recorded one")
-            _write(f"{folder}/{file_name}", data)
-            result.new_bytes += size
-            result.copied += 1
-            entry = FieldEntry(size, crc, file_name, size, name)
-        elif entry.size > prev.size:
-            result.appended += 1
-        else:
-            result.linked += 1
-        entry.ino, entry.mtime_ns = stat.st_ino, stat.st_mtime_ns
-        fields[field_name] = entry
-    _merge_packs(fields, area, stock, new_pack)
-    pack_file = f"{PACK_PREFIX}{name}{PACK_SUFFIX}"
-    if new_pack:
-        _write(f"{folder}/{pack_file}", new_pack)
-        result.new_bytes += len(new_pack)
-    for entry in fields.values():
-        entry.segments = [[pack_file, o, n, name] if p == NEW_PACK else [p, o, n, h] for p, o, n, h in entry.segments]
+    for i in copied:
+        data = _read_range(f"{source}/{names[i]}{BIN_SUFFIX}", 0, size[i])
+        if zlib.crc32(data) != crc[i]:
+            raise ValueError(f"{names[i]}: {size[i]} bytes, crc32 differs from the recorded one")
+        _write(f"{target}/{names[i]}{BIN_SUFFIX}", data)
+        result.new_bytes += int(size[i])
+    record = _record(source, names, size, crc, ino, mtime, old, at, copied, name)
+    pack_bytes = _add_pack(record, old, at, copied, tails, area, stock, name)
+    if pack_bytes:
+        _write(f"{target}/{record.packs[-1].name}", pack_bytes)
+        result.new_bytes += len(pack_bytes)
     (target / META_FILE).write_bytes(meta_bytes)
-    record = StockRecord(str(version_dir), fields)
     record.write(target)
-    result.released = sorted(set().union(*(e.files() for e in old.values())) - record.files()) if old else []
+    result.copied, result.appended = len(copied), len(tails)
+    result.linked = len(names) - result.copied - result.appended
+    result.released = sorted(old.files() - record.files()) if old is not None else []
+    result.holders = {holder for holder, _file in record.files()}
     result.new_bytes += len(meta_bytes)
-    result.bytes = sum(size for size, _crc in meta["files"].values()) + len(meta_bytes)
+    result.bytes = int(size.sum()) + len(meta_bytes)
     if (version_dir / META_FILE).read_bytes() != meta_bytes:
         raise StockChanged(f"{version_dir.name} was updated while it was backed up")
     return result
 
 
+def _identities(version_dir: Path, names: list[str], size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each recorded field's file inode and modification time, from one listing of the version; raises
+    `ValueError` for an unrecorded, missing or resized file."""
+    with os.scandir(version_dir) as listing:
+        stats = {e.name[: -len(BIN_SUFFIX)]: e.stat() for e in listing if e.name.endswith(BIN_SUFFIX)}
+    unlisted = sorted(set(stats) - set(names))
+    if unlisted:
+        raise ValueError(f"{unlisted[0]}: bin file not recorded in {META_FILE}")
+    ino, mtime = np.empty(len(names), dtype=np.int64), np.empty(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        stat = stats.get(name)
+        if stat is None:
+            raise ValueError(f"{name}: {name}{BIN_SUFFIX} is missing")
+        if stat.st_size != size[i]:  # extended by a crash mid-append, or by a run appending right now
+            raise ValueError(f"{name}: recorded {size[i]} bytes, found {stat.st_size}")
+        ino[i], mtime[i] = stat.st_ino, stat.st_mtime_ns
+    return ino, mtime
+
+
+def _fed_tails(
+    appended: Appended | None,
+    source: str,
+    names: list[str],
+    o_size: np.ndarray,
+    o_crc: np.ndarray,
+    size: np.ndarray,
+    crc: np.ndarray,
+    mtime: np.ndarray,
+) -> dict[int, bytes]:
+    """The store step's appended bytes of each field whose file is as that append left it and whose
+    crc32, chained from the previous backup's, is the one `_stock.json` records."""
+    if appended is None or appended.directory != source:
+        return {}
+    fed = {}
+    for i, name in enumerate(names):
+        tail = appended.tail(name, int(o_size[i]), int(size[i]), int(mtime[i]))
+        if tail is not None and zlib.crc32(tail, int(o_crc[i])) == crc[i]:
+            fed[i] = tail
+    return fed
+
+
+def _record(
+    source: str,
+    names: list[str],
+    size: np.ndarray,
+    crc: np.ndarray,
+    ino: np.ndarray,
+    mtime: np.ndarray,
+    old: StockRecord | None,
+    at: np.ndarray,
+    copied: list[int],
+    name: str,
+) -> StockRecord:
+    """The new record's fields: bases carried from the previous record, or this backup's whole copy."""
+    whole = np.zeros(len(names), dtype=bool)
+    whole[copied] = True
+    holder = [name if whole[i] or old is None else old.holder[at[i]] for i in range(len(names))]
+    base = ["" if whole[i] or old is None else old.base[at[i]] for i in range(len(names))]
+    base_size = np.where(whole, size, old.base_size[at] if old is not None else size)
+    return StockRecord(source, names, size, crc, ino, mtime, holder, base, base_size)
+
+
+def _add_pack(
+    record: StockRecord,
+    old: StockRecord | None,
+    at: np.ndarray,
+    copied: list[int],
+    tails: dict[int, bytes],
+    area: BackupArea,
+    stock: str,
+    name: str,
+) -> bytes:
+    """Give `record` the previous packs (re-indexed to its fields, copied fields left out) and a new
+    pack of the appended `tails`, folding the newest older packs into it like a binary counter (and
+    any mostly dead one with every newer one); returns the new pack's bytes."""
+    n = len(record.fields)
+    kept = np.ones(n, dtype=bool)
+    kept[copied] = False
+    packs = []
+    for pack in old.packs if old is not None else []:
+        length = np.where(kept & (at >= 0), pack.length[at], 0)
+        packs.append(Pack(pack.holder, pack.name, np.where(length > 0, pack.offset[at], 0), length))
+    new_length = np.zeros(n, dtype=np.int64)
+    for i, tail in tails.items():
+        new_length[i] = len(tail)
+    live = [int(p.length.sum()) for p in packs]
+    start, total = len(packs), int(new_length.sum())
+    while start > 0 and live[start - 1] <= total:
+        start -= 1
+        total += live[start]
+    for j, pack in enumerate(packs[:start]):
+        if live[j] < DEAD_SHARE * (area.stock_folder(pack.holder, stock) / pack.name).stat().st_size:
+            start, total = j, total + sum(live[j:start])
+            break
+    if not total:
+        record.packs = [p for p in packs if p.length.any()]
+        return b""
+    folded = [(p, (area.stock_folder(p.holder, stock) / p.name).read_bytes()) for p in packs[start:]]
+    parts, offset, length, end = [], np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), 0
+    for i in range(n):
+        runs = [data[p.offset[i] : p.offset[i] + p.length[i]] for p, data in folded if p.length[i]]
+        if i in tails:
+            runs.append(tails[i])
+        if runs:
+            offset[i], length[i] = end, sum(len(r) for r in runs)
+            parts += runs
+            end += int(length[i])
+    new = Pack(name, f"{PACK_PREFIX}{name}{PACK_SUFFIX}", offset, length)
+    record.packs = [p for p in packs[:start] if p.length.any()] + [new]
+    return b"".join(parts)
+
+
 def stock_contents(area: BackupArea, folder: Path) -> tuple[dict, dict[str, bytes]]:
     """A backed-up stock's `_stock.json` and each field file's bytes, put together from its base and
-    segments wherever they are held (a plain folder's files as they are)."""
+    packs wherever they are held (a plain folder's files as they are)."""
     meta = json.loads((folder / META_FILE).read_text())
     record = StockRecord.read(folder)
     if record is None:
         files = {p.name[: -len(BIN_SUFFIX)]: p.read_bytes() for p in folder.iterdir() if p.name.endswith(BIN_SUFFIX)}
         return meta, files
-    packs: dict[tuple[str, str], bytes] = {}
-    files = {}
-    for field_name, entry in record.fields.items():
-        parts = [(area.stock_folder(entry.holder, folder.name) / entry.base).read_bytes()]
-        for pack, offset, length, holder in entry.segments:
-            if (holder, pack) not in packs:
-                packs[holder, pack] = (area.stock_folder(holder, folder.name) / pack).read_bytes()
-            parts.append(packs[holder, pack][offset : offset + length])
-        files[field_name] = b"".join(parts)
-    return meta, files
+    return meta, {name: _field_bytes(area, folder.name, record, i) for i, name in enumerate(record.fields)}
 
 
 def content_problems(meta: dict, files: dict[str, bytes]) -> list[str]:
@@ -238,104 +386,48 @@ def content_problems(meta: dict, files: dict[str, bytes]) -> list[str]:
     return problems
 
 
-def _previous_fields(area: BackupArea, previous: str | None, stock: str) -> tuple[str | None, dict[str, FieldEntry]]:
-    """The store version and fields of the stock in the previous backup; a plain folder's files count as
-    whole files of unknown origin."""
+def _previous_record(area: BackupArea, previous: str | None, stock: str) -> StockRecord | None:
+    """The stock's record in the previous backup; a plain folder's files count as whole files of
+    unknown origin."""
     folder = area.stock_folder(previous, stock) if previous is not None else None
     if folder is None or not folder.is_dir():
-        return None, {}
+        return None
     record = StockRecord.read(folder)
     if record is not None:
-        return record.version, record.fields
+        return record
     try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None, {}
-    whole = {
-        field_name: FieldEntry(size, crc, f"{field_name}{BIN_SUFFIX}", size, previous)
-        for field_name, (size, crc) in meta.get("files", {}).items()
-        if (folder / f"{field_name}{BIN_SUFFIX}").is_file()
-    }
-    return None, whole
-
-
-def _carry(prev: FieldEntry) -> FieldEntry:
-    return FieldEntry(prev.size, prev.crc, prev.base, prev.base_size, prev.holder, [list(s) for s in prev.segments])
-
-
-def _extend(
-    path: str, prev: FieldEntry, size: int, crc: int, new_pack: bytearray, fed: bytes | None = None
-) -> FieldEntry | None:
-    """The previous content plus the bytes appended since (`fed` by the store step, else read from the
-    file), if the recorded crc says that is what the file is."""
-    if size == prev.size:
-        return _carry(prev) if crc == prev.crc else None
-    tail = fed if fed is not None else _read_range(path, prev.size, size - prev.size)
-    if len(tail) != size - prev.size or zlib.crc32(tail, prev.crc) != crc:
+        recorded = json.loads((folder / META_FILE).read_text())["files"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return None
-    entry = _carry(prev)
-    entry.size, entry.crc = size, crc
-    entry.segments.append([NEW_PACK, len(new_pack), len(tail), NEW_PACK])
-    new_pack.extend(tail)
-    return entry
+    names = sorted(n for n in recorded if (folder / f"{n}{BIN_SUFFIX}").is_file())
+    size, crc = np.array([recorded[n] for n in names], dtype=np.int64).reshape(len(names), 2).T
+    unknown = np.full(len(names), -1, dtype=np.int64)
+    return StockRecord(None, names, size, crc, unknown, unknown, [previous] * len(names), [""] * len(names), size)
 
 
-def _same_prefix(path: str, area: BackupArea, stock: str, prev: FieldEntry) -> bool:
+def _same_prefix(path: str, area: BackupArea, stock: str, old: StockRecord, i: int) -> bool:
     """Whether the store's file starts with the previous backup's content (a different file: read both)."""
-    return _read_range(path, 0, prev.size) == _field_bytes(area, stock, prev)
+    return _read_range(path, 0, int(old.size[i])) == _field_bytes(area, stock, old, i)
 
 
-def _field_bytes(area: BackupArea, stock: str, entry: FieldEntry) -> bytes:
-    parts = [_read_range(f"{area.stock_folder(entry.holder, stock)}/{entry.base}", 0, entry.base_size)]
+def _field_bytes(area: BackupArea, stock: str, record: StockRecord, i: int) -> bytes:
+    parts = [_read_range(f"{area.stock_folder(record.holder[i], stock)}/{record.base_file(i)}", 0, record.base_size[i])]
     parts += [
-        _read_range(f"{area.stock_folder(holder, stock)}/{pack}", offset, length)
-        for pack, offset, length, holder in entry.segments
+        _read_range(f"{area.stock_folder(p.holder, stock)}/{p.name}", int(p.offset[i]), int(p.length[i]))
+        for p in record.packs
+        if p.length[i]
     ]
     return b"".join(parts)
 
 
-def _merge_packs(fields: dict[str, FieldEntry], area: BackupArea, stock: str, new_pack: bytearray) -> None:
-    """Fold older packs into the new one like a binary counter, and rewrite mostly dead ones; each
-    field's bytes in the new pack end up in one run."""
-    live: dict[tuple[str, str], int] = {}
-    for entry in fields.values():
-        for pack, _offset, length, holder in entry.segments:
-            live[holder, pack] = live.get((holder, pack), 0) + length
-    older = sorted(p for p in live if p[1] != NEW_PACK)
-    if not older:
-        return
-    paths = {p: area.stock_folder(p[0], stock) / p[1] for p in older}
-    fold = {p for p in older if live[p] < DEAD_SHARE * paths[p].stat().st_size}
-    total = live.get((NEW_PACK, NEW_PACK), 0)
-    for pack in sorted(older, key=lambda p: p[1], reverse=True):  # newest first: names carry the backup's time
-        if live[pack] > total:
-            break
-        fold.add(pack)
-        total += live[pack]
-    if not fold:
-        return
-    sources = {(NEW_PACK, NEW_PACK): bytes(new_pack), **{p: paths[p].read_bytes() for p in fold}}
-    out = bytearray()
-    for entry in fields.values():
-        segments: list[list] = []
-        for pack, offset, length, holder in entry.segments:
-            if (holder, pack) in sources:
-                start = len(out)
-                out.extend(sources[holder, pack][offset : offset + length])
-                pack, offset, holder = NEW_PACK, start, NEW_PACK
-            last = segments[-1] if segments else None
-            if last is not None and last[0] == pack == NEW_PACK and last[1] + last[2] == offset:
-                last[2] += length
-            else:
-                segments.append([pack, offset, length, holder])
-        entry.segments = segments
-    new_pack[:] = out
+def _ints(values: list[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64).reshape(len(values))
 
 
 def _read_range(path: str, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return os.pread(fd, length, offset)
+        return os.pread(fd, int(length), int(offset))
     finally:
         os.close(fd)
 

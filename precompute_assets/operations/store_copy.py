@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from precompute_assets.operations.backup_area import BASES, RELEASED
+from precompute_assets.operations.backup_area import BACKUP_META, BASES, RELEASED
 from precompute_assets.store.layout import StoreLayout
 
-NOT_COPIED = frozenset({".stock_versions", ".locks", "features", "backup.json", RELEASED, BASES})
+NOT_COPIED = frozenset({".stock_versions", ".locks", "features", BACKUP_META, RELEASED, BASES})
 """Old versions, locks and a backup's own records and inherited files never travel; `features` is
 copied stock by stock."""
 
