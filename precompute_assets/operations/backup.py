@@ -236,14 +236,16 @@ def _calendar_text(layout: StoreLayout) -> str:
 
 def _stock_bytes(layout: StoreLayout, code: str, previous: BackupInfo | None) -> int:
     """What backing the stock up may write: its recorded files, less what the previous backup holds of them."""
-    meta = read_stock_meta(layout, code)
-    if meta is None:  # unreadable: the backup names the damage
+    try:
+        text = layout.stock_meta_path(code).read_bytes()
+        meta = json.loads(text)
+    except (FileNotFoundError, ValueError):  # unreadable: the backup names the damage
         return 0
     held = read_stock_meta(StoreLayout(previous.path), code) if previous is not None else None
     held_sizes = {name: size for name, (size, _crc) in (held or {}).get("files", {}).items()}
     sizes = {name: size for name, (size, _crc) in meta["files"].items()}
     grown = sum(size - held_sizes[n] if size >= held_sizes.get(n, size + 1) else size for n, size in sizes.items())
-    return grown + len(json.dumps(meta))
+    return grown + len(text)
 
 
 def _claim_name(folder: Path, name: str) -> tuple[str, Path]:

@@ -240,8 +240,9 @@ def backup_stock(
     record.write(target)
     result.copied, result.appended = len(copied), len(tails)
     result.linked = len(names) - result.copied - result.appended
-    result.released = sorted(old.files() - record.files()) if old is not None else []
-    result.holders = {holder for holder, _file in record.files()}
+    files = record.files()
+    result.released = sorted(old.files() - files) if old is not None else []
+    result.holders = {holder for holder, _file in files}
     result.new_bytes += len(meta_bytes)
     result.bytes = int(size.sum()) + len(meta_bytes)
     if (version_dir / META_FILE).read_bytes() != meta_bytes:
