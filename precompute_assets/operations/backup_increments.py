@@ -251,18 +251,17 @@ def backup_stock(
 
 
 def _identities(version_dir: Path, names: list[str], size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each recorded field's file inode and modification time, from one listing of the version; raises
-    `ValueError` for an unrecorded, missing or resized file."""
-    with os.scandir(version_dir) as listing:
-        stats = {e.name[: -len(BIN_SUFFIX)]: e.stat() for e in listing if e.name.endswith(BIN_SUFFIX)}
-    unlisted = sorted(set(stats) - set(names))
-    if unlisted:
-        raise ValueError(f"{unlisted[0]}: bin file not recorded in {META_FILE}")
+    """Each recorded field's file inode and modification time; raises `ValueError` for a missing or
+    resized file. A `stat` by path, not a listing: the store step has just opened these files, so their
+    names are in the kernel's cache while the folder's own blocks (a listing) are often read from disk
+    again. A file `_stock.json` does not record is not part of the stock (the integrity check names it)."""
     ino, mtime = np.empty(len(names), dtype=np.int64), np.empty(len(names), dtype=np.int64)
+    folder = str(version_dir)
     for i, name in enumerate(names):
-        stat = stats.get(name)
-        if stat is None:
-            raise ValueError(f"{name}: {name}{BIN_SUFFIX} is missing")
+        try:
+            stat = os.stat(f"{folder}/{name}{BIN_SUFFIX}")
+        except FileNotFoundError:
+            raise ValueError(f"{name}: {name}{BIN_SUFFIX} is missing") from None
         if stat.st_size != size[i]:  # extended by a crash mid-append, or by a run appending right now
             raise ValueError(f"{name}: recorded {size[i]} bytes, found {stat.st_size}")
         ino[i], mtime[i] = stat.st_ino, stat.st_mtime_ns
