@@ -279,6 +279,8 @@ def io_floor(store: Path, inputs: list[Path], processes: int = 2, cold: bool = T
             floor[f"{prefix}writeback_seconds"] = round(time.perf_counter() - started, 2)
             pool.map(put_back, [[half] for half in appended])
             floor[f"{prefix}seconds"] = round(floor[f"{prefix}read_seconds"] + floor[f"{prefix}append_seconds"], 2)
+        pool.close()  # the workers end on their own: terminating them needs a SIGTERM they may ignore
+        pool.join()
     return floor
 
 
