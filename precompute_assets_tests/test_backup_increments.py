@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,13 @@ import pytest
 from conftest import CSI300, require_refdata, run_pipeline
 
 from precompute_assets.operations import backup
-from precompute_assets.operations.backup import create_backup, kept_backups_disk_bytes, list_backups, prune_backups
+from precompute_assets.operations.backup import (
+    BackupInfo,
+    create_backup,
+    kept_backups_disk_bytes,
+    list_backups,
+    prune_backups,
+)
 from precompute_assets.operations.backup_area import BackupArea
 from precompute_assets.operations.backup_increments import StockRecord
 from precompute_assets.operations.config import OperationsConfig
@@ -85,23 +92,32 @@ def assert_same_files(found: dict[str, bytes], expected: dict[str, bytes], what:
     assert not different, f"{what}: {different[:5]} differ"
 
 
-def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_was(tmp_path, monkeypatch):
-    require_refdata()
-    codes = sorted(p.stem for p in CSI300.glob("*.parquet"))[2:6]
+def build_and_back_up(
+    tmp_path: Path, codes: list[str], after: Callable[[int, BackupInfo], None] = lambda day, info: None
+) -> tuple[Settings, OperationsConfig, dict[str, Path], pd.DatetimeIndex]:
+    """The build, then one new day for every stock, `DAYS` times, each backed up (and handed to
+    `after`); the settings, the backups' config, a copy of the store at each backup by its name, and
+    the input's calendar."""
     calendar = pd.DatetimeIndex(sorted(pd.read_parquet(CSI300 / f"{codes[0]}.parquet")["date"]))
     settings = Settings(tmp_path / "parquet", tmp_path / "qlib_data", BATCHES)
     config = OperationsConfig(backup_path=tmp_path / "backups", keep_backups=5)
-
     copies = {}
-    for day in range(DAYS + 1):  # the build, then one new day for every stock, three times
+    for day in range(DAYS + 1):
         write_cut(codes, settings.parquet_data_path, calendar[calendar.get_loc(CUT) + day])
         run_pipeline(settings)
         info = create_backup(settings, config)
         copies[info.name] = store_copy(settings.qlib_data_path, tmp_path / "copies" / info.name)
-        assert info.stocks == len(codes)
+        after(day, info)
+    return settings, config, copies, calendar
+
+
+def test_each_kept_backup_of_a_build_and_three_updates_restores_the_store_as_it_was(tmp_path, monkeypatch):
+    require_refdata()
+    codes = sorted(p.stem for p in CSI300.glob("*.parquet"))[2:6]
+    settings, config, copies, calendar = build_and_back_up(tmp_path, codes)
     assert prune_backups(config) == []
     backups = list_backups(config)
-    assert [b.name for b in backups] == list(copies)
+    assert [b.name for b in backups] == list(copies) and all(b.stocks == len(codes) for b in backups)
     assert backups[0].previous is None and [b.previous for b in backups[1:]] == [b.name for b in backups[:-1]]
     layout = StoreLayout(settings.qlib_data_path)
     files = sum(len(read_json(layout.stock_meta_path(code))["files"]) for code in codes)
@@ -205,17 +221,9 @@ def as_format_1(backup: Path) -> None:
 def test_backups_of_the_previous_format_restore_and_the_next_backup_builds_on_them(tmp_path):
     require_refdata()
     codes = sorted(p.stem for p in CSI300.glob("*.parquet"))[6:8]
-    calendar = pd.DatetimeIndex(sorted(pd.read_parquet(CSI300 / f"{codes[0]}.parquet")["date"]))
-    settings = Settings(tmp_path / "parquet", tmp_path / "qlib_data", BATCHES)
-    config = OperationsConfig(backup_path=tmp_path / "backups", keep_backups=5)
-    copies = {}
-    for day in range(4):
-        write_cut(codes, settings.parquet_data_path, calendar[calendar.get_loc(CUT) + day])
-        run_pipeline(settings)
-        info = create_backup(settings, config)
-        copies[info.name] = store_copy(settings.qlib_data_path, tmp_path / "copies" / info.name)
-        if day < 3:
-            as_format_1(info.path)
+    settings, config, copies, _calendar = build_and_back_up(
+        tmp_path, codes, lambda day, info: as_format_1(info.path) if day < DAYS else None
+    )
     newest = list_backups(config)[-1]  # built on a format-1 backup: it appended to it, copied nothing
     assert read_json(newest.path / "backup.json")["fields"]["copied"] == 0
     pruned = prune_backups(OperationsConfig(config.backup_path, keep_backups=2))
