@@ -23,13 +23,7 @@ from pathlib import Path
 
 from precompute_assets.build.appended import AppendedRecords
 from precompute_assets.build.buckets import bucket_of
-from precompute_assets.operations.backup_area import (
-    BACKUP_META,
-    RECORD_FILE,
-    BackupArea,
-    remove_backup,
-    write_released,
-)
+from precompute_assets.operations.backup_area import BACKUP_META, BackupArea, remove_backup, write_released
 from precompute_assets.operations.backup_increments import StockBackup, StockChanged, backup_stock
 from precompute_assets.operations.config import OperationsConfig
 from precompute_assets.operations.store_copy import copy_shared, shared_entries
@@ -46,9 +40,8 @@ COPY_ATTEMPTS = 3
 BACKUP_PROCESSES = RUNS_AT_A_TIME
 BACKUP_THREADS = 4
 """Stocks backed up at once by each process."""
-PRESCAN_THREADS = 32
-"""Stocks whose space need is read at once: each is two reads that wait for the disk when the page
-cache is cold, and the pre-scan also asks for the previous record the stock's backup reads next."""
+PRESCAN_THREADS = 8
+"""Stocks whose space need is read at once."""
 
 
 class BackupError(OperationError):
@@ -92,7 +85,7 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
     codes = stored_codes(layout)
     previous = _previous_backup(config)
     need = sum(tree_bytes(p) for p in shared_entries(layout.root))
-    with ThreadPoolExecutor(PRESCAN_THREADS) as pool:
+    with ThreadPoolExecutor(PRESCAN_THREADS) as pool:  # two small reads per stock, each a disk wait when cold
         need += sum(pool.map(lambda code: _stock_bytes(layout, code, previous), codes))
     ensure_free_space(config.backup_path, need, f"back up {layout.root}")
     calendars_before = _calendar_text(layout)
@@ -250,24 +243,10 @@ def _stock_bytes(layout: StoreLayout, code: str, previous: BackupInfo | None) ->
     except (FileNotFoundError, ValueError):  # unreadable: the backup names the damage
         return 0
     held = read_stock_meta(StoreLayout(previous.path), code) if previous is not None else None
-    if previous is not None:
-        _ask_for(previous.path / "features" / code.lower() / RECORD_FILE)
     held_sizes = {name: size for name, (size, _crc) in (held or {}).get("files", {}).items()}
     sizes = {name: size for name, (size, _crc) in meta["files"].items()}
     grown = sum(size - held_sizes[n] if size >= held_sizes.get(n, size + 1) else size for n, size in sizes.items())
     return grown + len(text)
-
-
-def _ask_for(path: Path) -> None:
-    """Have the kernel start reading the file now, so that its reader later finds it in memory."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    finally:
-        os.close(fd)
 
 
 def _claim_name(folder: Path, name: str) -> tuple[str, Path]:
