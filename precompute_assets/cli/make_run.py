@@ -16,6 +16,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+from precompute_assets.cli import import_prefetch
 from precompute_assets.settings import RUNS_AT_A_TIME
 
 
@@ -24,8 +25,10 @@ def main(workers: int = RUNS_AT_A_TIME) -> int:
 
     The workers' imports (the definitions, Qlib, Great Expectations) take longer than this process's
     calendar run now takes; a worker imports this module again when it starts, and this module imports
-    only the standard library and the settings, so both start their imports at once.
+    only the standard library and the settings, so both start their imports at once. Before either,
+    the files those imports read are asked for all at once (`import_prefetch`).
     """
+    import_prefetch.prefetch()
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_warm_worker) as pool:
         for _ in range(workers):  # each submit starts a worker: they import while the calendar runs here
             pool.submit(_worker_ready)
@@ -41,6 +44,8 @@ def _warm_worker() -> None:
 
     import precompute_assets.cli.make_run_driver
     import precompute_assets.definitions  # noqa: F401
+
+    import_prefetch.record()  # what the next `make run` asks for before its imports
 
 
 def _worker_ready() -> None:
