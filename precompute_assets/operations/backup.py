@@ -33,7 +33,7 @@ from precompute_assets.store.disk_space import disk_bytes, ensure_free_space, tr
 from precompute_assets.store.errors import OperationError
 from precompute_assets.store.layout import StoreLayout
 from precompute_assets.store.manifest import read_json
-from precompute_assets.store.stock_commit import Appended, read_stock_meta, stored_codes
+from precompute_assets.store.stock_commit import Appended, read_stock_meta, stored_codes, version_dir
 from precompute_assets.validation.integrity import StoreCalendars
 
 COPY_ATTEMPTS = 3
@@ -218,7 +218,9 @@ def _backup_verified(
         if attempt:  # what the attempt before left
             shutil.rmtree(folder, ignore_errors=True)
         try:
-            version = layout.stock_dir(code).resolve(strict=True)
+            version = Path(version_dir(layout, code))
+            if not version.is_dir():
+                raise FileNotFoundError(f"{code}: no current version in the store")
             return backup_stock(version, folder, area, previous.name if previous else None, name, appended)
         except (FileNotFoundError, StockChanged) as exc:  # its version was replaced (and dropped) meanwhile
             problems = [str(exc)]

@@ -39,11 +39,11 @@ def _crc_table() -> np.ndarray:
     return table
 
 
-_TABLE = _crc_table()
+CRC_TABLE = _crc_table()
 
 
 @numba.jit(**_JIT)
-def _crc32(data: np.ndarray, count: int, value: int, table: np.ndarray) -> int:
+def crc32_continued(data: np.ndarray, count: int, value: int, table: np.ndarray) -> int:
     """zlib.crc32(data[:count], value)."""
     crc = np.uint32(value) ^ np.uint32(0xFFFFFFFF)
     for i in range(count):
@@ -85,7 +85,7 @@ def _check_files(
                     scratch = np.empty(wanted, dtype=np.uint8)
                 got = _pread(fd, scratch.ctypes.data, wanted, offsets[j]) if wanted > 0 else 0
                 if got == wanted:
-                    crcs[j] = _crc32(scratch, wanted, crc_before[j], table)
+                    crcs[j] = crc32_continued(scratch, wanted, crc_before[j], table)
             _close(fd)
 
 
@@ -107,7 +107,7 @@ def check_files(paths: Paths, expected: np.ndarray, offsets: np.ndarray, crc_bef
         np.asarray(expected, dtype=np.int64),
         np.asarray(offsets, dtype=np.int64),
         np.asarray(crc_before, dtype=np.int64),
-        _TABLE,
+        CRC_TABLE,
         checked.size,
         checked.crc,
     )

@@ -10,6 +10,7 @@ that the next commit or the cleanup removes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -24,12 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from precompute_assets.store.bin_appends import APPENDED, MISSING, SHORT_WRITE, append_files
 from precompute_assets.store.bin_file import encode
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE, PENDING, StoreLayout
-
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-OPEN_AT_ONCE = 64
-"""Files a stock's append holds open at once (its writer threads stay far below the open-file limit)."""
 
 
 def align_to_calendar(frame: pd.DataFrame, calendar: pd.DatetimeIndex) -> tuple[int, pd.DataFrame]:
@@ -148,7 +146,7 @@ def update_stock(
     project's reader sees a half-appended stock. A crash leaves files longer than `_stock.json`
     records, which the next run finds and rebuilds in full.
 
-    Each append checks its file on its own descriptor after writing (one `fstat`, no path lookup: the
+    Each append checks its file on its own descriptor after writing (one `statx`, no path lookup: the
     size must be the recorded one plus the bytes written, and the modification time goes to the
     backup), and an update that appends also checks the recorded files it neither appends to nor
     replaces, so the planner need not stat a stock it plans to append to. A file missing or of
@@ -159,14 +157,13 @@ def update_stock(
     current = current if current is not None else read_stock_meta(layout, code)
     if current is None:
         raise ValueError(f"{code}: no stored version to update")
-    directory = str(layout.stock_dir(code).resolve())
+    directory = version_dir(layout, code)
     files = dict(current["files"])  # type: ignore[call-overload]
     appended = Appended(directory)
     if appends:
         _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
-    fields = list(appends)
-    for at in range(0, len(fields), OPEN_AT_ONCE):
-        _append_batch(directory, {f: appends[f] for f in fields[at : at + OPEN_AT_ONCE]}, files, appended)
+    if appends:
+        _append(directory, appends, files, appended)
     for field, values in replacements.items():
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
         tmp = f"{directory}/.{field}.{uuid.uuid4().hex}.tmp"
@@ -180,39 +177,32 @@ def update_stock(
     return appended
 
 
-def _append_batch(
-    directory: str, appends: Mapping[str, np.ndarray], files: dict[str, list[int]], appended: Appended
-) -> None:
-    """Append each field's values to its file, updating `files` (size, crc32) and `appended`.
-
-    The files are opened first and their last pages asked for all at once: appending a few bytes to
-    a file whose last page is not in memory waits for that page to be read from disk, and one file
-    after another that wait is most of an append (the page cache of a store updated once a day is
-    cold); asked for together, the reads overlap. os-level calls throughout: a daily update appends to
-    every column of every stock, and buffered file objects cost ten times the write.
-    """
-    handles: dict[str, int] = {}
-    try:
-        for field in appends:
-            try:
-                handles[field] = os.open(f"{directory}/{field}{BIN_SUFFIX}", os.O_WRONLY | os.O_APPEND)
-            except (FileNotFoundError, NotADirectoryError) as exc:
-                raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
-            size = files[field][0]
-            os.posix_fadvise(handles[field], size - size % PAGE_BYTES, PAGE_BYTES, os.POSIX_FADV_WILLNEED)
-        for field, values in appends.items():
-            payload = np.asarray(values, dtype="<f4").tobytes()
-            size, crc = files[field]
-            if os.write(handles[field], payload) != len(payload):
-                raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
-            after = os.fstat(handles[field])
-            if after.st_size != size + len(payload):
-                raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {after.st_size - len(payload)}")
-            appended.fields[field] = (size, after.st_mtime_ns, payload)
-            files[field] = [size + len(payload), zlib.crc32(payload, crc)]
-    finally:
-        for handle in handles.values():
-            os.close(handle)
+def _append(directory: str, appends: Mapping[str, np.ndarray], files: dict[str, list[int]], appended: Appended) -> None:
+    """Append each field's values to its file (`bin_appends`, one compiled pass over the stock's
+    files), updating `files` (size, crc32) and `appended`; raise `StockFilesDamaged` for a file
+    missing or not of its recorded size before the append."""
+    fields = list(appends)
+    payloads = np.stack([np.asarray(appends[f], dtype="<f4") for f in fields]).view(np.uint8)
+    sizes = np.array([files[f][0] for f in fields], dtype=np.int64)
+    done = append_files(
+        [f"{directory}/{f}{BIN_SUFFIX}" for f in fields], payloads, sizes, [files[f][1] for f in fields]
+    )
+    bad = np.flatnonzero(done.status != APPENDED)
+    if bad.size:
+        at = int(bad[0])
+        field, status = fields[at], int(done.status[at])
+        if status == MISSING:
+            raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing")
+        if status == SHORT_WRITE:
+            raise OSError(f"{field}: short write to {directory}/{field}{BIN_SUFFIX}")
+        found = os.stat(f"{directory}/{field}{BIN_SUFFIX}").st_size - payloads.shape[1]
+        raise StockFilesDamaged(f"{field}: recorded {sizes[at]} bytes, found {found}")
+    width = payloads.shape[1]
+    for field, size, mtime, crc, row in zip(
+        fields, sizes.tolist(), done.mtime_ns.tolist(), done.crc.tolist(), payloads, strict=True
+    ):
+        appended.fields[field] = (size, mtime, row.tobytes())
+        files[field] = [size + width, crc]
 
 
 def _check_sizes(directory: str, sizes: Mapping[str, int]) -> None:
@@ -224,6 +214,23 @@ def _check_sizes(directory: str, sizes: Mapping[str, int]) -> None:
             raise StockFilesDamaged(f"{field}: {field}{BIN_SUFFIX} is missing") from exc
         if found != size:
             raise StockFilesDamaged(f"{field}: recorded {size} bytes, found {found}")
+
+
+def version_dir(layout: StoreLayout, code: str) -> str:
+    """The stock's current version folder as a real path. The link's target is read once (`readlink`)
+    and joined to its folder's real path, where `realpath` looks up every component in Python; a plain
+    folder (written by another tool) is its own real path."""
+    link = layout.stock_dir(code)
+    try:
+        target = os.readlink(link)
+    except OSError:  # not a link, or none
+        return os.path.realpath(link)
+    return os.path.normpath(os.path.join(_real_folder(str(link.parent)), target))
+
+
+@functools.lru_cache(maxsize=64)
+def _real_folder(path: str) -> str:
+    return os.path.realpath(path)
 
 
 def meta_text(meta: Mapping[str, object]) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from precompute_assets.store.bin_file import DTYPE, read_raw
+from precompute_assets.store.file_stats import MISSING, stat_files
 from precompute_assets.store.layout import FREQ, StoreLayout
 from precompute_assets.store.stock_commit import bin_entries
 
@@ -137,18 +138,24 @@ def file_spans(
     Each file costs one open, a 4-byte read and an fstat: a buffered file object, a stat by path and
     numpy scalars per file cost several times that over a stock's hundreds of files. A field in
     `known_starts` (a file a run only appended to, whose header the append left as the stock's record
-    gives it) costs the listing's stat alone: its header is a page the append did not touch, often no
-    longer in memory, and reading it for every file was most of the check after a daily update.
+    gives it) costs a `statx` alone (`file_stats`, one compiled pass for all of them): its header is
+    a page the append did not touch, often no longer in memory, and reading it for every file was
+    most of the check after a daily update.
     """
     try:
         entries = bin_entries(layout, code)
     except (FileNotFoundError, NotADirectoryError):
         return {}
     known_starts = known_starts or {}
-    spans = {}
+    known = [field for field in entries if field in known_starts]
+    sizes = stat_files([entries[field].path for field in known]).size.tolist()
+    spans = {
+        field: (known_starts[field], size // DTYPE.itemsize - 1)
+        for field, size in zip(known, sizes, strict=True)
+        if size != MISSING  # a link to nothing: no file
+    }
     for field, entry in entries.items():
         if field in known_starts:
-            spans[field] = (known_starts[field], entry.stat().st_size // DTYPE.itemsize - 1)
             continue
         fd = os.open(entry.path, os.O_RDONLY)
         try:
