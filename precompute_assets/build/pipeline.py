@@ -32,7 +32,7 @@ from precompute_assets.indicators.families.base import valid_rows
 from precompute_assets.indicators.history import history_need
 from precompute_assets.indicators.registry import FAMILIES, Registry
 from precompute_assets.indicators.warmup import nan_after_warmup
-from precompute_assets.input.bars import BucketBars, load_bars, scan_calendar
+from precompute_assets.input.bars import READ_THREADS, BucketBars, load_bars, scan_calendar
 from precompute_assets.input.parquet import (
     InputError,
     file_fingerprint,
@@ -108,7 +108,10 @@ def build_calendar(settings: Settings) -> StepReport:
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
     stored = read_working_calendar(layout)
-    scan = scan_calendar({c: p for c, p in folder.files.items() if not _dates_on_calendar(layout, c, p, stored)})
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # a `_stock.json` and a stat per stock, each may wait on the disk
+        known = pool.map(lambda item: _dates_on_calendar(layout, *item, stored), folder.files.items())
+        unknown = {code: path for (code, path), on in zip(folder.files.items(), list(known), strict=True) if not on}
+    scan = scan_calendar(unknown)
     dates = stored.union(scan.dates).rename("date")
     inserted = int((dates[: len(stored)] != stored).any()) if len(stored) else 0
     write_working_calendar(layout, dates)
@@ -220,17 +223,22 @@ class BucketInputs:
 def _read_changed_inputs(layout: StoreLayout, files: Mapping[str, Path], codes: list[str]) -> BucketInputs:
     """An input file whose size and modification time are those its stock recorded at commit costs a
     `stat` (its recorded hash stands); any other is read once, hashed, and its bytes kept for parsing."""
-    out = BucketInputs()
-    for code in codes:
+
+    def read_one(code: str) -> tuple[list[int] | None, dict | None, str, bytes | None]:
         path = files[code]
         stat = file_stat(path)
-        out.metas[code] = meta = read_stock_meta(layout, code)
+        meta = read_stock_meta(layout, code)
         if _stat_vouches(meta, stat):
-            out.fingerprints[code] = meta["input_fingerprint"]
             known_fingerprint(path, meta["input_fingerprint"])
-        else:
-            out.fingerprints[code], out.contents[code] = read_input(path)
-        out.stats[code] = stat
+            return stat, meta, meta["input_fingerprint"], None
+        return stat, meta, *read_input(path)
+
+    out = BucketInputs()
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # each read may wait on the disk: threads overlap them
+        for code, (stat, meta, fingerprint, content) in zip(codes, pool.map(read_one, codes), strict=True):
+            out.stats[code], out.metas[code], out.fingerprints[code] = stat, meta, fingerprint
+            if content is not None:
+                out.contents[code] = content
     return out
 
 

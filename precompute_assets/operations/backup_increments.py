@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from precompute_assets.operations.backup_area import RECORD_FILE, BackupArea
+from precompute_assets.store.bin_file import open_for_reading
 from precompute_assets.store.file_stats import MISSING, stat_files
 from precompute_assets.store.layout import BIN_SUFFIX, META_FILE
 from precompute_assets.store.stock_commit import Appended
@@ -425,7 +426,7 @@ def _ints(values: list[int]) -> np.ndarray:
 
 
 def _read_range(path: str, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_for_reading(path)
     try:
         return os.pread(fd, int(length), int(offset))
     finally:

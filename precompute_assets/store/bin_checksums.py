@@ -15,10 +15,9 @@ import numba
 import numpy as np
 from numba import types
 
-from precompute_assets.store.bin_columns import MISSING, Paths
+from precompute_assets.store.bin_columns import MISSING, Paths, open_for_reading_at
 
 _JIT = {"nopython": True, "nogil": True, "cache": True}
-_open = types.ExternalFunction("open", types.int32(types.intp, types.int32))
 _lseek = types.ExternalFunction("lseek", types.int64(types.int32, types.int64, types.int32))
 _pread = types.ExternalFunction("pread", types.int64(types.int32, types.intp, types.uintp, types.int64))
 _close = types.ExternalFunction("close", types.int32(types.int32))
@@ -67,7 +66,7 @@ def _check_files(
     for first in range(0, len(path_starts), OPEN_AT_ONCE):
         last = min(first + OPEN_AT_ONCE, len(path_starts))
         for j in range(first, last):  # open a batch and ask for the bytes to read, all at once
-            fd = _open(path_bytes[path_starts[j] :].ctypes.data, 0)
+            fd = open_for_reading_at(path_bytes[path_starts[j] :].ctypes.data)
             handles[j - first] = fd
             if fd < 0:
                 sizes[j] = MISSING

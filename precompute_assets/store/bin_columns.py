@@ -10,12 +10,15 @@ themselves. Here only the system calls are left. libc's `open`, `pread` and `clo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 from numba import types
+
+from precompute_assets.store.bin_file import READ_FLAGS
 
 _JIT = {"nopython": True, "nogil": True, "cache": True}
 _open = types.ExternalFunction("open", types.int32(types.intp, types.int32))
@@ -24,13 +27,24 @@ _close = types.ExternalFunction("close", types.int32(types.int32))
 
 MISSING = -1
 """`first` of a stock whose file could not be opened."""
+_READ_FLAGS, _O_RDONLY = READ_FLAGS, os.O_RDONLY
+
+
+@numba.jit(**_JIT)
+def open_for_reading_at(path_address: int) -> int:
+    """`bin_file.open_for_reading` of the NUL-terminated path at `path_address`: -1 when it cannot be
+    opened at all."""
+    fd = _open(path_address, _READ_FLAGS)
+    if fd < 0:  # not the file's owner (O_NOATIME), or no file
+        fd = _open(path_address, _O_RDONLY)
+    return fd
 
 
 @numba.jit(**_JIT)
 def _read_window(path_bytes: np.ndarray, path_at: int, lo: int, hi: int, scratch: np.ndarray) -> tuple[int, int]:
     """(calendar position of the first value read, values read into `scratch`) of the file's values on
     positions [lo, hi]; (MISSING, 0) when it cannot be opened; a torn tail (under 4 bytes) is left out."""
-    fd = _open(path_bytes[path_at:].ctypes.data, 0)
+    fd = open_for_reading_at(path_bytes[path_at:].ctypes.data)
     if fd < 0:
         return MISSING, 0
     got_header = _pread(fd, scratch.ctypes.data, 4, 0)

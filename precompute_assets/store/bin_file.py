@@ -8,6 +8,19 @@ from pathlib import Path
 import numpy as np
 
 DTYPE = np.dtype("<f4")
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+"""How the store's files are opened to be read: without updating their access time. A daily update
+modifies every bin file, so the first read of each after it (its checks, the backup, a reader) would
+otherwise dirty its inode, and a million inode updates queue behind the appends on a slow disk."""
+
+
+def open_for_reading(path: str | Path) -> int:
+    """A read-only descriptor of `path` (`READ_FLAGS`; plain `O_RDONLY` where the caller does not own
+    the file, which O_NOATIME needs)."""
+    try:
+        return os.open(path, READ_FLAGS)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)
 
 
 def encode(start_index: int, values: np.ndarray) -> bytes:
@@ -29,7 +42,7 @@ def read_raw(path: str | Path) -> np.ndarray:
     """The whole file as float32, header first (read-only). Bare `os.open`/`os.read` skip the file
     object Python builds per `open`, and readers open hundreds of small files per stock. A torn tail
     (a size that is not a multiple of 4) is left out, as `np.fromfile` would."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_for_reading(path)
     try:
         raw = os.read(fd, READ_CHUNK)
         if len(raw) == READ_CHUNK:  # a longer file: read on to its end

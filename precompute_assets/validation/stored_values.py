@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from precompute_assets.store.bin_file import DTYPE, read_raw
+from precompute_assets.store.bin_file import DTYPE, open_for_reading, read_raw
 from precompute_assets.store.file_stats import MISSING, stat_files
 from precompute_assets.store.layout import FREQ, StoreLayout
 from precompute_assets.store.stock_commit import bin_entries
@@ -100,7 +100,7 @@ def _read_rows(path: str, start: int, positions: np.ndarray) -> np.ndarray:
     column = np.full(len(positions), np.nan, dtype=np.float32)
     offset = positions - start
     wanted = (positions >= 0) & (offset >= 0)
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_for_reading(path)
     try:
         if not wanted.any():
             return column
@@ -157,7 +157,7 @@ def file_spans(
     for field, entry in entries.items():
         if field in known_starts:
             continue
-        fd = os.open(entry.path, os.O_RDONLY)
+        fd = open_for_reading(entry.path)
         try:
             header = os.read(fd, HEADER.size)
             rows = os.fstat(fd).st_size // DTYPE.itemsize - 1
