@@ -25,18 +25,12 @@ from precompute_assets.cli import import_prefetch  # noqa: E402
 
 IMPORTS = "import great_expectations, precompute_assets.cli.make_run_driver, precompute_assets.definitions"
 PREFETCHED = f"from precompute_assets.cli import import_prefetch; import_prefetch.prefetch(); {IMPORTS}"
+RECORDED = f"{IMPORTS}; from precompute_assets.cli import import_prefetch; import_prefetch.record()"
 
 
 def evict(files: list[str]) -> None:
     for file in files:
-        try:
-            fd = os.open(file, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        import_prefetch.advise(file, os.POSIX_FADV_DONTNEED)
 
 
 def timed(code: str) -> float:
@@ -50,11 +44,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "cold_imports.json")
     args = parser.parse_args()
-    subprocess.run(
-        [sys.executable, "-c", f"{IMPORTS}; from precompute_assets.cli import import_prefetch; import_prefetch.record()"],
-        cwd=ROOT,
-        check=True,
-    )
+    subprocess.run([sys.executable, "-c", RECORDED], cwd=ROOT, check=True)  # what a worker records
     files = import_prefetch.LIST_FILE.read_text().splitlines()
     rounds = []
     for _ in range(args.rounds):

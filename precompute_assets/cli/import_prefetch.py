@@ -59,18 +59,19 @@ def prefetch(path: Path | None = None) -> threading.Thread | None:
 
 def _ask_for(files: list[str]) -> None:
     with ThreadPoolExecutor(THREADS, thread_name_prefix="import-prefetch") as pool:
-        for _ in pool.map(_will_need, files):
+        for _ in pool.map(advise, files):
             pass
 
 
-def _will_need(file: str) -> None:
-    """Start reading `file` into the page cache without waiting for it (a missing file is skipped)."""
+def advise(file: str, advice: int = os.POSIX_FADV_WILLNEED) -> None:
+    """`posix_fadvise` over the whole of `file` (WILLNEED: start reading it into the page cache without
+    waiting for it); a file that cannot be opened is skipped."""
     try:
         fd = os.open(file, os.O_RDONLY)
     except OSError:
         return
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        os.posix_fadvise(fd, 0, 0, advice)
     finally:
         os.close(fd)
 
