@@ -162,7 +162,6 @@ def update_stock(
     appended = Appended(directory)
     if appends:
         _check_sizes(directory, {f: files[f][0] for f in files if f not in appends and f not in replacements})
-    if appends:
         _append(directory, appends, files, appended)
     for field, values in replacements.items():
         payload = encode(current["start_index"], values)  # type: ignore[arg-type]
