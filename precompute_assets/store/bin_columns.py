@@ -27,16 +27,15 @@ _close = types.ExternalFunction("close", types.int32(types.int32))
 
 MISSING = -1
 """`first` of a stock whose file could not be opened."""
-_READ_FLAGS, _O_RDONLY = READ_FLAGS, os.O_RDONLY
 
 
 @numba.jit(**_JIT)
 def open_for_reading_at(path_address: int) -> int:
     """`bin_file.open_for_reading` of the NUL-terminated path at `path_address`: -1 when it cannot be
     opened at all."""
-    fd = _open(path_address, _READ_FLAGS)
+    fd = _open(path_address, READ_FLAGS)
     if fd < 0:  # not the file's owner (O_NOATIME), or no file
-        fd = _open(path_address, _O_RDONLY)
+        fd = _open(path_address, os.O_RDONLY)
     return fd
 
 
