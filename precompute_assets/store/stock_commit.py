@@ -260,8 +260,9 @@ def files_match_meta(layout: StoreLayout, code: str, meta: Mapping[str, object])
 
 def bin_entries(layout: StoreLayout, code: str) -> dict[str, os.DirEntry]:
     """The stock's bin files by field name, from one listing of its folder (a stat per file through
-    pathlib cost more than the check itself); raises as `os.scandir` does when there is no folder."""
-    with os.scandir(layout.stock_dir(code)) as entries:
+    pathlib cost more than the check itself); raises as `os.scandir` does when there is no folder.
+    The entries' paths are in the real version folder, so opening each does not follow the link."""
+    with os.scandir(version_dir(layout, code)) as entries:
         return {e.name[: -len(BIN_SUFFIX)]: e for e in entries if e.name.endswith(BIN_SUFFIX)}
 
 

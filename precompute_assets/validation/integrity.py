@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from precompute_assets.build.written import WrittenStock
@@ -100,36 +101,40 @@ def inspect_stock(
     *,
     verify_crc: bool = True,
     appended: Mapping[str, tuple[int, int]] | None = None,
-) -> list[Finding]:
-    """Everything checkable about one stored stock; `verify_crc=False` only stats the files (cheap).
+) -> tuple[list[Finding], int]:
+    """What fails of everything checkable about one stored stock, and how many items were inspected;
+    `verify_crc=False` only stats the files (cheap).
 
     `appended` (field -> size and crc32 before a run's append) verifies those files by their appended
     bytes alone: the recorded crc32 must continue the one before the append over them."""
     meta = read_stock_meta(layout, code)
     if meta is None or not isinstance(meta.get("files"), dict):
-        return [Finding(code, META_FILE, ("meta_ok",))]
+        return [Finding(code, META_FILE, ("meta_ok",))], 1
     try:
         entries = bin_entries(layout, code)
     except (FileNotFoundError, NotADirectoryError):
         entries = {}
     if verify_crc:
-        findings = _verify_files(code, meta["files"], entries, appended or {})
+        findings, inspected = _verify_files(code, meta["files"], entries, appended or {})
     else:
-        findings = [
-            _inspect_size(code, name, recorded, entries.get(name.lower())) for name, recorded in meta["files"].items()
-        ]
+        files = meta["files"].items()
+        sized = [_inspect_size(code, name, recorded, entries.get(name.lower())) for name, recorded in files]
+        findings, inspected = [finding for finding in sized if finding.failed], len(sized)
     for entry in sorted((e for name, e in entries.items() if name not in meta["files"]), key=lambda e: e.name):
         findings.append(Finding(code, entry.name[: -len(BIN_SUFFIX)], ("listed",), f"{entry.stat().st_size} bytes"))
+        inspected += 1
     for label, dates in calendars.labelled(pending=layout.pending and layout.pending_link(code).is_symlink()).items():
-        findings.append(_inspect_calendar(code, meta, label, dates, calendars.ahead and label == PUBLISHED))
-    return findings
+        placed = _inspect_calendar(code, meta, label, dates, calendars.ahead and label == PUBLISHED)
+        findings += [placed] if placed.failed else []
+        inspected += 1
+    return findings, inspected
 
 
 def stock_problems(
     layout: StoreLayout, code: str, calendars: StoreCalendars | None = None, *, verify_crc: bool = True
 ) -> list[str]:
     """What is damaged in one stored stock, as sentences (empty when it is whole)."""
-    findings = inspect_stock(layout, code, calendars or StoreCalendars.read(layout), verify_crc=verify_crc)
+    findings, _ = inspect_stock(layout, code, calendars or StoreCalendars.read(layout), verify_crc=verify_crc)
     return [problem for finding in findings for problem in finding.problems()]
 
 
@@ -169,43 +174,43 @@ def _inspect_bucket(scope: BucketScope, calendars: StoreCalendars) -> Inspection
     rows, files = [], 0
     for code in scope.stored:
         appended = scope.written[code].appended if scope.written else None
-        findings = inspect_stock(scope.layout, code, calendars, appended=appended)
-        files += len(findings)
+        findings, inspected = inspect_stock(scope.layout, code, calendars, appended=appended)
+        files += inspected
         rows.append(Finding(code, WHOLE).row())
-        rows.extend(finding.row() for finding in findings if finding.failed)
+        rows.extend(finding.row() for finding in findings)
     checked = {"stocks_checked": len(scope.stored), "files_checked": files, "calendar_days": len(calendars.working)}
     return Inspection(scope.name, {"files": pd.DataFrame(rows, columns=[CODE, COLUMN, *FLAGS, "detail"])}, checked)
 
 
 def _verify_files(
     code: str, recorded: Mapping[str, list[int]], entries: Mapping[str, os.DirEntry], appended: Mapping[str, tuple]
-) -> list[Finding]:
+) -> tuple[list[Finding], int]:
     """Each recorded file's size and crc32, all of a stock's files in one compiled pass: a file a run
     appended to is verified by its appended bytes alone (`appended`: its size and crc32 before), its
-    recorded crc32 continuing the one before over them."""
-    listed = [name for name in recorded if name.lower() in entries]
-    expected, offsets, before = [], [], []
-    for name in listed:
-        size = recorded[name][0]
-        start, crc = appended[name] if name in appended and appended[name][0] <= size else (0, 0)
-        expected.append(size)
-        offsets.append(start)
-        before.append(crc)
-    checked = check_files(Paths.of([entries[name.lower()].path for name in listed]), expected, offsets, before)
-    found = dict(zip(listed, zip(checked.size.tolist(), checked.crc.tolist(), offsets, strict=True), strict=True))
+    recorded crc32 continuing the one before over them. Returns the failing files and how many were
+    checked: a stock's few hundred whole files are compared as arrays, with no finding for each."""
+    names = list(recorded)
+    size, crc = np.array([recorded[name] for name in names], dtype=np.int64).reshape(len(names), 2).T
+    listed = np.array([i for i, name in enumerate(names) if name.lower() in entries], dtype=np.int64)
+    start, before = np.zeros(len(names), dtype=np.int64), np.zeros(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        if name in appended and appended[name][0] <= size[i]:
+            start[i], before[i] = appended[name]
+    paths = Paths.of([entries[names[i].lower()].path for i in listed.tolist()])
+    checked = check_files(paths, size[listed], start[listed], before[listed])
+    actual, actual_crc = np.full(len(names), MISSING, dtype=np.int64), np.full(len(names), -1, dtype=np.int64)
+    actual[listed], actual_crc[listed] = checked.size, checked.crc
     findings = []
-    for name, (size, crc) in recorded.items():
-        actual, actual_crc, start = found.get(name, (MISSING, -1, 0))
-        if actual == MISSING:
+    for i in np.flatnonzero((actual != size) | (actual_crc != crc)).tolist():
+        name, found = names[i], int(actual[i])
+        if found == MISSING:
             findings.append(Finding(code, name, ("exists",), f"{name.lower()}{BIN_SUFFIX}"))
-        elif actual != size:
-            findings.append(Finding(code, name, ("size_ok",), f"recorded {size} bytes, found {actual}"))
-        elif actual_crc != crc:
-            where = f"bytes {start}-{actual} appended by this run" if start else f"{actual} bytes"
-            findings.append(Finding(code, name, ("crc_ok",), where))
+        elif found != size[i]:
+            findings.append(Finding(code, name, ("size_ok",), f"recorded {size[i]} bytes, found {found}"))
         else:
-            findings.append(Finding(code, name))
-    return findings
+            where = f"bytes {start[i]}-{found} appended by this run" if start[i] else f"{found} bytes"
+            findings.append(Finding(code, name, ("crc_ok",), where))
+    return findings, len(names)
 
 
 def _inspect_size(code: str, name: str, recorded: list[int], entry: os.DirEntry | None) -> Finding:
