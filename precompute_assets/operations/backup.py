@@ -18,6 +18,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -84,21 +85,22 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         raise BackupError(f"there is no store to back up at {layout.root}")
     codes = stored_codes(layout)
     previous = _previous_backup(config)
-    need = sum(tree_bytes(p) for p in shared_entries(layout.root))
-    with ThreadPoolExecutor(PRESCAN_THREADS) as pool:  # two small reads per stock, each a disk wait when cold
-        need += sum(pool.map(lambda code: _stock_bytes(layout, code, previous), codes))
-    ensure_free_space(config.backup_path, need, f"back up {layout.root}")
-    calendars_before = _calendar_text(layout)
-    name, staging = _claim_name(config.backup_path, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
-    try:
-        copy_shared(layout.root, staging)
-        written, released = StockBackup(), {}
-        # Processes, one per core: a stock's backup is mostly Python (its records, a few hundred
-        # fields) between system calls, so threads of one process wait for its GIL. Forked, they
-        # start at once with what this process has imported; each takes every other stock.
-        shares = [codes[i::BACKUP_PROCESSES] for i in range(BACKUP_PROCESSES)]
+    # Processes, one per core: a stock's backup is mostly Python (its records, a few hundred fields)
+    # between system calls, so threads of one process wait for its GIL; so is reading what each
+    # stock may need (two JSON files). Forked, they start at once with what this process has
+    # imported; each takes every other stock.
+    shares = [share for share in (codes[i::BACKUP_PROCESSES] for i in range(BACKUP_PROCESSES)) if share]
+    staging = None
+    try:  # the pool is shut down, its processes done writing, before a failed backup's folder is removed
         with ProcessPoolExecutor(BACKUP_PROCESSES, mp_context=get_context("fork")) as pool:
-            jobs = [pool.submit(_backup_share, settings, staging, share, previous, name) for share in shares if share]
+            need = sum(tree_bytes(p) for p in shared_entries(layout.root))
+            need += sum(pool.map(_share_bytes, repeat(layout), shares, repeat(previous)))
+            ensure_free_space(config.backup_path, need, f"back up {layout.root}")
+            calendars_before = _calendar_text(layout)
+            name, staging = _claim_name(config.backup_path, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+            copy_shared(layout.root, staging)
+            written, released = StockBackup(), {}
+            jobs = [pool.submit(_backup_share, settings, staging, share, previous, name) for share in shares]
             for job in jobs:
                 totals, share_released = job.result()
                 written.add(totals)
@@ -128,7 +130,8 @@ def create_backup(settings: Settings, config: OperationsConfig) -> BackupInfo:
         final = config.backup_path / name
         os.rename(staging, final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return BackupInfo.read(final)
 
@@ -230,6 +233,13 @@ def _backup_verified(
         f"{code} is damaged in the store ({'; '.join(problems[:3])}); re-materialize bucket "
         f"{bucket_of(code, batches)} (or restore a backup) and back up again"
     )
+
+
+def _share_bytes(layout: StoreLayout, codes: list[str], previous: BackupInfo | None) -> int:
+    """What backing up `codes` may write (`_stock_bytes`), several stocks at once: each is two small
+    reads, a disk wait when the page cache is cold."""
+    with ThreadPoolExecutor(PRESCAN_THREADS) as pool:
+        return sum(pool.map(lambda code: _stock_bytes(layout, code, previous), codes))
 
 
 def _calendar_text(layout: StoreLayout) -> str:
