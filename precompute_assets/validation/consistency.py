@@ -23,7 +23,7 @@ from precompute_assets.validation.bucket_scope import BucketScope, StoreListing
 from precompute_assets.validation.gx_runner import CODE, COLUMN, Rule
 from precompute_assets.validation.judging import FrameRules, Inspection, judge
 from precompute_assets.validation.result import ValidationResult
-from precompute_assets.validation.stored_values import read_stored
+from precompute_assets.validation.stored_values import read_stored, read_stored_block
 
 SAMPLE_STOCKS = 2
 SAMPLE_COLUMNS_PER_FAMILY = 3
@@ -141,21 +141,23 @@ def _first_written(scope: BucketScope, code: str, dates: pd.DatetimeIndex) -> in
 def _compare_base(scope: BucketScope, code: str, bars: pd.DataFrame) -> list[tuple]:
     bars = bars.iloc[_first_written(scope, code, bars.index) :]
     expected = base_fields(bars)
-    stored = read_stored(scope.layout, code, list(expected), scope.calendar, bars.index, scope.appended_starts(code))
-    return [_row(code, name, stored.get(name), values, bars.index, exact=True) for name, values in expected.items()]
+    names = list(expected)
+    stored = read_stored_block(scope.layout, code, names, scope.calendar, bars.index, scope.appended_starts(code))
+    return [_row(code, name, stored[:, j], expected[name], bars.index, exact=True) for j, name in enumerate(names)]
 
 
 def _row(
     code: str,
     field: str,
-    stored: pd.Series | None,
+    stored: pd.Series | np.ndarray | None,
     expected: np.ndarray,
     index: pd.DatetimeIndex,
     *,
     exact: bool = False,
 ) -> tuple:
-    """(code, column, mismatch count, first mismatching date, stored and expected value there)."""
-    values = np.full(len(expected), np.nan, np.float32) if stored is None else stored.to_numpy(np.float32)
+    """(code, column, mismatch count, first mismatching date, stored and expected value there); no
+    stored column (None, or NaN throughout from `read_stored_block`) is NaN on every row."""
+    values = np.full(len(expected), np.nan, np.float32) if stored is None else np.asarray(stored, np.float32)
     both_nan = np.isnan(values) & np.isnan(expected)
     same = values == expected if exact else np.isclose(values, expected, rtol=RTOL, atol=ATOL)
     bad = np.flatnonzero(~(same | both_nan))
