@@ -69,9 +69,6 @@ LOCK_WAIT = 1800.0
 """Seconds a bucket's writer waits for another run writing the same bucket (it then re-checks its plans)."""
 WRITER_THREADS = 4
 """Stocks committed at once by a bucket's store step: each commit waits on the disk, and threads overlap those waits."""
-APPEND_THREADS = 2
-"""Stocks written at once when every write is an append (a daily update): each stock's last pages are
-asked for together already, so more threads only contend for the same disk queue and the GIL."""
 
 
 class _Unreadable(Exception):
@@ -494,8 +491,7 @@ def write_bucket(
             line = stock_line(bucket=bucket, stock=code, family="store", mode=mode, outcome=status, seconds=seconds)
             progress.advance(done, lines=[line])
 
-        appends_only = all(plans[code].mode == "update" for code in bars)
-        with ThreadPoolExecutor(APPEND_THREADS if appends_only else WRITER_THREADS) as pool:
+        with ThreadPoolExecutor(WRITER_THREADS) as pool:
             for code, (outcome, seconds) in zip(bars, pool.map(write_one, bars), strict=True):
                 settle(code, outcome, seconds)
         if damaged:  # found by an append: rebuilt in full now, as the planner does with damage it sees
