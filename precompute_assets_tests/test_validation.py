@@ -7,6 +7,7 @@ its own copy. Faults are written straight into the bin files, as a disk or a str
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -172,6 +173,32 @@ def test_integrity_names_a_damaged_file(store, damage, problem):
     assert [f.column for f in result.failures] == [column] and problem in result.failures[0].problem
     cheap = damaged_stocks(layout, CODES, verify_crc=damage == "overwrite")
     assert list(cheap) == ["SZ000792"] and problem in cheap["SZ000792"][0]
+
+
+def test_integrity_counts_every_file_it_checked_and_names_only_what_fails(store):
+    layout = StoreLayout(store.qlib_data_path)
+    bins = sum(len(list(layout.stock_dir(code).glob("*.day.bin"))) for code in CODES)
+    whole = validate_integrity(store, None).checked
+    assert whole["files_checked"] == bins + len(CODES)  # every bin file, and each stock's calendar place
+    layout.bin_path("SZ000792", "close").unlink()
+    layout.bin_path("SZ000792", "rsi14").write_bytes(b"\x00" * 8)
+    damaged = validate_integrity(store, None)
+    assert damaged.checked["files_checked"] == whole["files_checked"]  # the missing file is still checked
+    assert sorted((f.code, f.column) for f in damaged.failures) == [("SZ000792", "close"), ("SZ000792", "rsi14")]
+
+
+def test_a_record_changed_after_a_check_read_it_is_read_again_by_the_next(store):
+    layout = StoreLayout(store.qlib_data_path)
+    bucket = bucket_of("SZ000792", BATCHES)
+    assert validate_integrity(store, bucket).passed and validate_completeness(store, bucket).passed
+    record = layout.stock_meta_path("SZ000792")
+    meta = json.loads(record.read_text())
+    meta["files"]["close"][1] ^= 1  # what the record says of one file, rewritten in place
+    record.write_text(json.dumps(meta))
+    assert [(f.code, f.column) for f in validate_integrity(store, bucket).failures] == [("SZ000792", "close")]
+    record.write_text("{")  # unreadable
+    assert validate_integrity(store, bucket).failing_columns == ["_stock.json"]
+    assert "SZ000792" in validate_completeness(store, bucket).failing_stocks
 
 
 def test_integrity_names_every_stock_a_calendar_mismatch_misplaces(store):

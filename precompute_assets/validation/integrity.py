@@ -97,17 +97,18 @@ class StoreCalendars:
 def inspect_stock(
     layout: StoreLayout,
     code: str,
+    meta: dict | None,
     calendars: StoreCalendars,
     *,
     verify_crc: bool = True,
     appended: Mapping[str, tuple[int, int]] | None = None,
 ) -> tuple[list[Finding], int]:
-    """What fails of everything checkable about one stored stock, and how many items were inspected;
-    `verify_crc=False` only stats the files (cheap).
+    """What fails of everything checkable about one stored stock with the record `meta` (its
+    `_stock.json`, None when unreadable), and how many items were inspected; `verify_crc=False` only
+    stats the files (cheap).
 
     `appended` (field -> size and crc32 before a run's append) verifies those files by their appended
     bytes alone: the recorded crc32 must continue the one before the append over them."""
-    meta = read_stock_meta(layout, code)
     if meta is None or not isinstance(meta.get("files"), dict):
         return [Finding(code, META_FILE, ("meta_ok",))], 1
     try:
@@ -134,7 +135,8 @@ def stock_problems(
     layout: StoreLayout, code: str, calendars: StoreCalendars | None = None, *, verify_crc: bool = True
 ) -> list[str]:
     """What is damaged in one stored stock, as sentences (empty when it is whole)."""
-    findings, _ = inspect_stock(layout, code, calendars or StoreCalendars.read(layout), verify_crc=verify_crc)
+    calendars = calendars or StoreCalendars.read(layout)
+    findings, _ = inspect_stock(layout, code, read_stock_meta(layout, code), calendars, verify_crc=verify_crc)
     return [problem for finding in findings for problem in finding.problems()]
 
 
@@ -174,7 +176,7 @@ def _inspect_bucket(scope: BucketScope, calendars: StoreCalendars) -> Inspection
     rows, files = [], 0
     for code in scope.stored:
         appended = scope.written[code].appended if scope.written else None
-        findings, inspected = inspect_stock(scope.layout, code, calendars, appended=appended)
+        findings, inspected = inspect_stock(scope.layout, code, scope.meta(code), calendars, appended=appended)
         files += inspected
         rows.append(Finding(code, WHOLE).row())
         rows.extend(finding.row() for finding in findings)
