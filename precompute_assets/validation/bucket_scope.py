@@ -22,8 +22,7 @@ from precompute_assets.input.parquet import InputError, StockInput, read_stock_c
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_working_calendar
 from precompute_assets.store.layout import StoreLayout
-from precompute_assets.store.stock_commit import align_to_calendar, stored_codes
-from precompute_assets.validation.stock_records import stock_record
+from precompute_assets.store.stock_commit import align_to_calendar, read_stock_meta, stored_codes
 
 
 @dataclass
@@ -105,10 +104,9 @@ class BucketScope:
         return 0 if self.written is None or code not in self.written else self.written[code].rows_before
 
     def meta(self, code: str) -> dict | None:
-        """The stock's `_stock.json` (parsed once per version, `stock_records`), None when missing or
-        unreadable; the validations only read it."""
+        """The stock's `_stock.json` (read once per validation), None when missing or unreadable."""
         if code not in self._metas:
-            self._metas[code] = stock_record(self.layout, code)
+            self._metas[code] = read_stock_meta(self.layout, code)
         return self._metas[code]
 
     def appended_starts(self, code: str) -> dict[str, int]:
