@@ -126,7 +126,8 @@ def inspect_stock(
         inspected += 1
     for label, dates in calendars.labelled(pending=layout.pending and layout.pending_link(code).is_symlink()).items():
         placed = _inspect_calendar(code, meta, label, dates, calendars.ahead and label == PUBLISHED)
-        findings += [placed] if placed.failed else []
+        if placed.failed:
+            findings.append(placed)
         inspected += 1
     return findings, inspected
 
