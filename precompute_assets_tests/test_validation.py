@@ -18,7 +18,7 @@ from conftest import build_store, copy_inputs, run_pipeline
 
 from precompute_assets.build import intermediates, pipeline
 from precompute_assets.build.buckets import bucket_keys, bucket_of
-from precompute_assets.build.written import read_written
+from precompute_assets.build.written import WrittenStock, read_written, record_written
 from precompute_assets.indicators.registry import FAMILIES
 from precompute_assets.settings import Settings
 from precompute_assets.store.calendar import read_calendar, write_calendar
@@ -199,6 +199,21 @@ def test_a_record_changed_after_a_check_read_it_is_read_again_by_the_next(store)
     record.write_text("{")  # unreadable
     assert validate_integrity(store, bucket).failing_columns == ["_stock.json"]
     assert "SZ000792" in validate_completeness(store, bucket).failing_stocks
+
+
+def test_a_store_steps_record_replaced_after_a_check_read_it_is_read_again(tmp_path):
+    """The checks of a run share one parse of each bucket's record; a retried store step replaces it."""
+    work = tmp_path / "work"
+    record_written(work, {"SZ000001": WrittenStock(10, {"close": (40, 7)})})
+    assert read_written(work) == {"SZ000001": WrittenStock(10, {"close": (40, 7)})}
+    record_written(work, {"SZ000002": WrittenStock()})  # what a second attempt adds
+    assert read_written(work) == {"SZ000001": WrittenStock(10, {"close": (40, 7)}), "SZ000002": WrittenStock()}
+    path, tmp = work / "store_written.json", work / "replacement.tmp"
+    tmp.write_text(path.read_text().replace('"rows_before":10', '"rows_before":20'))  # the same size
+    tmp.replace(path)
+    assert read_written(work)["SZ000001"].rows_before == 20
+    path.unlink()
+    assert read_written(work) is None
 
 
 def test_integrity_names_every_stock_a_calendar_mismatch_misplaces(store):

@@ -8,6 +8,8 @@ record (a checks-only run, the audit) checks the whole bucket.
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +38,33 @@ def record_written(work: Path, written: dict[str, WrittenStock]) -> None:
     intermediates.write_notes(work / RECORD, recorded)
 
 
+CACHED_RECORDS = 256
+"""Records a process keeps parsed: every bucket of the runs it serves (a run has at most 64)."""
+_parsed: OrderedDict[str, tuple[tuple[int, int, int], dict[str, WrittenStock]]] = OrderedDict()
+
+
 def read_written(work: Path) -> dict[str, WrittenStock] | None:
-    """The stocks the run wrote in this bucket, or None when the run's store step wrote nothing here."""
+    """The stocks the run wrote in this bucket, or None when the run's store step wrote nothing here.
+
+    Parsed once per process while the file is the same (inode, size, modification time; a record is
+    replaced, never edited in place): each of the four checks reads every bucket's record, which
+    after an update lists each stock's few hundred appended files. Callers must not modify it."""
     path = work / RECORD
-    if not path.exists():
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
         return None
-    return {
-        code: WrittenStock(int(entry["rows_before"]), {f: (int(s), int(c)) for f, (s, c) in entry["appended"].items()})
-        for code, entry in intermediates.read_notes(path).items()
-    }
+    key, signature = str(path), (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    known = _parsed.get(key)
+    if known is None or known[0] != signature:
+        written = {
+            code: WrittenStock(
+                int(entry["rows_before"]), {f: (int(s), int(c)) for f, (s, c) in entry["appended"].items()}
+            )
+            for code, entry in intermediates.read_notes(path).items()
+        }
+        known = _parsed[key] = (signature, written)
+        if len(_parsed) > CACHED_RECORDS:
+            _parsed.popitem(last=False)
+    _parsed.move_to_end(key)
+    return known[1]
