@@ -108,10 +108,7 @@ def build_calendar(settings: Settings) -> StepReport:
     layout = StoreLayout(settings.qlib_data_path)
     folder = scan_folder(settings.parquet_data_path)
     stored = read_working_calendar(layout)
-    with ThreadPoolExecutor(READ_THREADS) as pool:  # a `_stock.json` and a stat per stock, each may wait on the disk
-        known = pool.map(lambda item: _dates_on_calendar(layout, *item, stored), folder.files.items())
-        unknown = {code: path for (code, path), on in zip(folder.files.items(), list(known), strict=True) if not on}
-    scan = scan_calendar(unknown)
+    scan = scan_calendar(folder.files, lambda code, path: _dates_on_calendar(layout, code, path, stored))
     dates = stored.union(scan.dates).rename("date")
     inserted = int((dates[: len(stored)] != stored).any()) if len(stored) else 0
     write_working_calendar(layout, dates)

@@ -19,6 +19,9 @@ from precompute_assets.store.stock_commit import align_to_calendar
 READ_THREADS = 8
 """Input files read at once: from a cold page cache each read waits on the disk, and threads overlap
 those waits (pyarrow and the system calls release the GIL)."""
+SCAN_THREADS = 4
+"""Files whose dates are scanned at once: a scan is half a millisecond of pyarrow's Python under the
+GIL besides its disk waits, so more threads than this contend for the GIL more than they overlap waits."""
 
 
 @dataclass
@@ -38,19 +41,23 @@ class BucketBars:
     errors: list[InputError] = field(default_factory=list)
 
 
-def scan_calendar(files: Mapping[str, Path]) -> CalendarScan:
+def scan_calendar(files: Mapping[str, Path], on_calendar: Callable[[str, Path], bool] | None = None) -> CalendarScan:
     """The union of every readable file's dates, counted per day: linear in the market's dates,
-    where a sort of them all is not."""
+    where a sort of them all is not. A file for which `on_calendar(code, path)` vouches that its
+    dates are on the calendar already is not read; the question is asked on the scan's threads, so
+    its own disk waits overlap the other files' reads."""
     first = np.datetime64(FIRST_DATE.date(), "D")
 
-    def days(item: tuple[str, Path]) -> np.ndarray | InputError:
+    def days(item: tuple[str, Path]) -> np.ndarray | InputError | None:
+        if on_calendar is not None and on_calendar(*item):
+            return None
         try:
             return (read_days(item[1], item[0]) - first).astype(np.int64)
         except InputError as exc:
             return exc
 
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        scanned = list(pool.map(days, sorted(files.items())))
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        scanned = [found for found in pool.map(days, sorted(files.items())) if found is not None]
     offsets = [found for found in scanned if not isinstance(found, InputError)]
     errors = [found for found in scanned if isinstance(found, InputError)]
     present = np.flatnonzero(np.bincount(np.concatenate(offsets))) if offsets else np.array([], np.int64)
