@@ -8,6 +8,8 @@ over a run's buckets: a `StoreListing` reads them once for all of them.
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -106,15 +108,30 @@ class BucketScope:
     def meta(self, code: str) -> dict | None:
         """The stock's `_stock.json` (read once per validation), None when missing or unreadable."""
         if code not in self._metas:
+            path = self.layout.stock_meta_path(code)
+            signature = _signature(path)  # before the read: a record replaced meanwhile is read again
             self._metas[code] = read_stock_meta(self.layout, code)
+            _remember_span(path, signature, self._metas[code])
         return self._metas[code]
+
+    def span(self, code: str) -> dict | None:
+        """Where the stock's record places its rows (`SPAN_KEYS` of its `_stock.json`), None when the
+        record is missing or unreadable. Kept per process while the record is the same file: the
+        checks after a run each ask it of every stock the run wrote, and only integrity needs more."""
+        path = self.layout.stock_meta_path(code)
+        signature = _signature(path)
+        known = _spans.get(str(path))
+        if signature is not None and known is not None and known[0] == signature:
+            _spans.move_to_end(str(path))
+            return known[1]
+        return _span_of(self.meta(code))
 
     def appended_starts(self, code: str) -> dict[str, int]:
         """The files (lower-case fields) the run only appended to, each with the first row's calendar
         index the stock's record gives: an append leaves a file's header as it was, which the checks
         after the run that wrote it judged (and the audit judges again), so only the new rows are this
         run's to prove, and they are read without the header."""
-        meta = self.meta(code)
+        meta = self.span(code)
         if meta is None or not self.rows_before(code):
             return {}
         return dict.fromkeys(self.written[code].appended, int(meta["start_index"]))  # type: ignore[index]
@@ -156,3 +173,32 @@ class BucketScope:
             return align_to_calendar(stock.bars, self.calendar)[1]
         except (KeyError, ValueError):
             return None
+
+
+SPAN_KEYS = ("start_index", "rows", "first_date", "last_date")
+CACHED_SPANS = 20_000
+"""Records' spans a process keeps (a few hundred bytes each): the whole market's stocks, with room."""
+_spans: OrderedDict[str, tuple[tuple[int, int, int], dict | None]] = OrderedDict()
+Signature = tuple[int, int, int]
+
+
+def _signature(path: Path) -> Signature | None:
+    """The record's inode, size and modification time (a commit replaces it: a new inode), None when absent."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _span_of(meta: dict | None) -> dict | None:
+    return None if meta is None else {key: meta[key] for key in SPAN_KEYS if key in meta}
+
+
+def _remember_span(path: Path, signature: Signature | None, meta: dict | None) -> None:
+    if signature is None:
+        return
+    _spans[str(path)] = (signature, _span_of(meta))
+    _spans.move_to_end(str(path))
+    if len(_spans) > CACHED_SPANS:
+        _spans.popitem(last=False)

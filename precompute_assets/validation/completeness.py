@@ -83,7 +83,7 @@ def validate_completeness_buckets(
 
 def _inspect_bucket(scope: BucketScope, registry: Registry) -> Inspection:
     inputs = scope.readable_inputs()
-    stored = {code for code in scope.stored if scope.meta(code) is not None}
+    stored = {code for code in scope.stored if scope.span(code) is not None}
     stocks = pd.DataFrame({CODE: list(inputs), "stored": [code in stored for code in inputs]})
     columns = pd.DataFrame(
         [

@@ -133,7 +133,7 @@ def _first_written(scope: BucketScope, code: str, dates: pd.DatetimeIndex) -> in
     before = scope.rows_before(code)
     if not before:
         return 0
-    meta = scope.meta(code) or {}
+    meta = scope.span(code) or {}
     first_new = int(meta.get("start_index", 0)) + before
     return int(dates.searchsorted(scope.calendar[first_new])) if first_new < len(scope.calendar) else len(dates)
 

@@ -77,7 +77,7 @@ def _inspect_bucket(scope: BucketScope, warmups: dict[str, int], max_nan_share: 
     update reads one row of each); every column's profile for a stock written in full."""
     codes, dates, blocks, profiles = [], [], [], []
     for code in scope.stored:
-        meta = scope.meta(code)
+        meta = scope.span(code)
         if meta is None:
             continue  # unreadable `_stock.json`: the integrity check names it
         rows = stored_span(scope.calendar, meta)[scope.rows_before(code) :]
